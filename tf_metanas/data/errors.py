@@ -1,0 +1,21 @@
+"""Errors raised by the data layer; each message says what was expected and what to do."""
+
+
+class DataError(Exception):
+  """Base class of every data-layer error."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+  """A dataset's files are missing: the message names them and where to put them."""
+
+
+class CorruptFileError(DataError, ValueError):
+  """A file exists but cannot be read as what it claims to be; the message names its path."""
+
+
+class EpisodeSpecError(DataError, ValueError):
+  """An episode specification that the data cannot satisfy, with the numbers involved."""
+
+
+class SplitOverlapError(DataError, ValueError):
+  """Two class splits of a dataset share a class."""

@@ -1,0 +1,121 @@
+"""One entry point for every dataset: read from its source once, then from the `.npz` cache."""
+
+import hashlib
+import os
+import pathlib
+
+from absl import logging
+
+from tf_metanas.data import cache
+from tf_metanas.data import errors
+from tf_metanas.data import fc100
+from tf_metanas.data import glyphs
+from tf_metanas.data import mini_imagenet
+from tf_metanas.data import omniglot
+from tf_metanas.data import store as store_lib
+
+DATASETS = ("glyphs", "omniglot", "mini_imagenet", "fc100")
+SOURCES = ("auto", "files", "tfds")
+DATA_ENV = "TF_METANAS_DATA"
+_TFDS_NAMES = {"omniglot": "omniglot", "mini_imagenet": "mini_imagenet", "fc100": "cifar100"}
+
+
+def default_data_dir(name):
+  """Where raw files are looked for by default: $TF_METANAS_DATA/<name>, else ~/tf_metanas_data/<name>."""
+  root = os.environ.get(DATA_ENV) or os.path.join("~", "tf_metanas_data")
+  return pathlib.Path(root).expanduser() / name
+
+
+def _fingerprint(*parts):
+  return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
+
+
+def _files_fingerprint(data_dir):
+  """Changes when the top-level entries of data_dir change (new zips, other copies)."""
+  root = pathlib.Path(data_dir)
+  entries = []
+  if root.is_dir():
+    for path in sorted(root.iterdir()):
+      stat = path.stat()
+      entries.append((path.name, stat.st_size if path.is_file() else 0, stat.st_mtime_ns))
+  return _fingerprint(str(root.resolve()), entries)
+
+
+def _read_files(name, data_dir, omniglot_split):
+  if name == "omniglot":
+    return omniglot.split(omniglot.read_files(data_dir), omniglot_split, data_dir)
+  if name == "mini_imagenet":
+    return mini_imagenet.to_stores(mini_imagenet.read_files(data_dir))
+  return fc100.read_files(data_dir)
+
+
+def _read_tfds(name, tfds_dir, download, omniglot_split, data_dir):
+  if name == "omniglot":
+    return omniglot.split(omniglot.read_tfds(tfds_dir, download), omniglot_split, tfds_dir)
+  if name == "mini_imagenet":
+    manual = data_dir if pathlib.Path(data_dir).is_dir() else None
+    return mini_imagenet.to_stores(mini_imagenet.read_tfds(tfds_dir, manual, download))
+  return fc100.read_tfds(tfds_dir, download)
+
+
+def _read(name, source, data_dir, tfds_dir, download, omniglot_split):
+  """Reads the splits from the requested source; 'auto' tries files, then TFDS."""
+  if source == "files":
+    return _read_files(name, data_dir, omniglot_split)
+  if source == "tfds":
+    return _read_tfds(name, tfds_dir, download, omniglot_split, data_dir)
+  try:
+    return _read_files(name, data_dir, omniglot_split)
+  except errors.DatasetNotFoundError as files_error:
+    try:
+      return _read_tfds(name, tfds_dir, download, omniglot_split, data_dir)
+    except errors.DatasetNotFoundError as tfds_error:
+      raise errors.DatasetNotFoundError(f"{files_error}\nTFDS: {tfds_error}") from None
+
+
+def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=False,
+                 tfds_dir=None, seed=0, omniglot_split="vinyals", rotations=False,
+                 refresh=False):
+  """Loads the meta-train / meta-val / meta-test class splits of a dataset.
+
+  The first call reads the source and writes `<cache>/<name>/<variant>/{train,val,test}.npz`;
+  later calls read the cache. Nothing is downloaded unless `download` is True.
+
+  Args:
+    name: "glyphs", "omniglot", "mini_imagenet" or "fc100".
+    data_dir: folder with the raw files (default: `default_data_dir(name)`).
+    source: "files", "tfds", or "auto" (files if present, else an already prepared TFDS).
+    cache_dir: cache root (default: `cache.cache_root()`).
+    download: allow TFDS to download (Omniglot, CIFAR-100).
+    tfds_dir: TFDS data directory (default: TFDS's).
+    seed: the glyph drawers' seed.
+    omniglot_split: "vinyals" or "lake".
+    rotations: add 90/180/270-degree rotations as new classes (Omniglot, glyphs).
+    refresh: ignore and overwrite the cache.
+
+  Returns:
+    A dict "train" / "val" / "test" -> ImageStore with disjoint classes.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+  if source not in SOURCES:
+    raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+  data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir(name)
+  if name == "glyphs":
+    variant = f"v{glyphs.VERSION}-seed{seed}"
+  else:
+    variant = f"{omniglot_split}-" if name == "omniglot" else ""
+    variant += f"{source}-{_files_fingerprint(data_dir)}-{_fingerprint(tfds_dir)}"
+  directory = cache.dataset_dir(name, variant, cache_dir)
+  splits = None if refresh else store_lib.load_splits(directory)
+  if splits is None:
+    logging.info("Preparing %s into %s", name, directory)
+    if name == "glyphs":
+      splits = glyphs.build(seed)
+    else:
+      splits = _read(name, source, data_dir, tfds_dir, download, omniglot_split)
+    store_lib.check_disjoint(splits)
+    store_lib.save_splits(splits, directory)
+  if rotations:
+    splits = {s: store.with_rotations() for s, store in splits.items()}
+  return splits

@@ -1,0 +1,167 @@
+"""Class-indexed image stores and the meta-train/val/test splits built from them."""
+
+import dataclasses
+import functools
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+from tf_metanas.data import errors
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageStore:
+  """Images of one class split, indexed by class.
+
+  Attributes:
+    images: uint8 array [N, H, W, C].
+    labels: int32 array [N], the class index of each image in [0, num_classes).
+    class_names: one unique name per class, e.g. "Greek/character01".
+    class_groups: one group per class, e.g. the alphabet or the CIFAR superclass.
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  class_names: tuple
+  class_groups: tuple
+
+  def __post_init__(self):
+    images, labels = np.asarray(self.images), np.asarray(self.labels, np.int32)
+    if images.dtype != np.uint8 or images.ndim != 4:
+      raise ValueError(f"images must be uint8 NHWC, got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],):
+      raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images")
+    if len(self.class_names) != len(self.class_groups):
+      raise ValueError("class_names and class_groups differ in length")
+    if len(set(self.class_names)) != len(self.class_names):
+      raise ValueError("class names must be unique")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+      raise ValueError("labels out of range of class_names")
+    object.__setattr__(self, "images", images)
+    object.__setattr__(self, "labels", labels)
+    object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+    object.__setattr__(self, "class_groups", tuple(str(g) for g in self.class_groups))
+
+  @classmethod
+  def from_classes(cls, classes):
+    """Builds a store from an iterable of (name, group, uint8 images [n, H, W, C])."""
+    names, groups, images, labels = [], [], [], []
+    for index, (name, group, class_images) in enumerate(classes):
+      names.append(name)
+      groups.append(group)
+      images.append(np.asarray(class_images, np.uint8))
+      labels.append(np.full(len(class_images), index, np.int32))
+    if not images:
+      raise ValueError("a store needs at least one class")
+    return cls(np.concatenate(images), np.concatenate(labels), tuple(names), tuple(groups))
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+  @property
+  def image_shape(self):
+    return tuple(self.images.shape[1:])
+
+  @functools.cached_property
+  def class_indices(self):
+    """For each class, the indices of its images (a list of int arrays)."""
+    order = np.argsort(self.labels, kind="stable")
+    bounds = np.cumsum(np.bincount(self.labels, minlength=self.num_classes))[:-1]
+    return np.split(order, bounds)
+
+  @property
+  def images_per_class(self):
+    return np.bincount(self.labels, minlength=self.num_classes)
+
+  @property
+  def groups(self):
+    """The distinct groups, in first-seen order."""
+    return tuple(dict.fromkeys(self.class_groups))
+
+  def select_classes(self, class_ids):
+    """A new store holding only `class_ids`, relabelled 0..len-1 in the given order."""
+    class_ids = list(class_ids)
+    return ImageStore.from_classes(
+        (self.class_names[c], self.class_groups[c], self.images[self.class_indices[c]])
+        for c in class_ids)
+
+  def with_rotations(self, quarter_turns=(1, 2, 3)):
+    """Adds each rotation by 90 * t degrees (t in `quarter_turns`) as a new class.
+
+    This is the Omniglot class augmentation of Santoro et al. / Vinyals et al.: the
+    result has (1 + len(quarter_turns)) x as many classes, rotated classes named
+    "<name>/rot<degrees>".
+    """
+    classes = []
+    for c in range(self.num_classes):
+      images = self.images[self.class_indices[c]]
+      classes.append((self.class_names[c], self.class_groups[c], images))
+      for t in quarter_turns:
+        classes.append((f"{self.class_names[c]}/rot{90 * t}", self.class_groups[c],
+                        np.rot90(images, k=t, axes=(1, 2))))
+    return ImageStore.from_classes(classes)
+
+  def save(self, path):
+    """Writes the store as one `.npz`, atomically (a partial file never replaces a good one)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+      with os.fdopen(fd, "wb") as f:
+        np.savez(f, images=self.images, labels=self.labels,
+                 class_names=np.array(self.class_names, dtype=str),
+                 class_groups=np.array(self.class_groups, dtype=str))
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+  @classmethod
+  def load(cls, path):
+    """Reads a store written by `save`; a damaged file raises CorruptFileError naming it."""
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        return cls(data["images"], data["labels"], tuple(data["class_names"].tolist()),
+                   tuple(data["class_groups"].tolist()))
+    except (OSError, ValueError, KeyError) as e:
+      raise errors.CorruptFileError(
+          f"cannot read cached store {path}: {e}. Delete it and prepare the dataset again."
+      ) from e
+
+
+def summarize(store):
+  """A one-line description: classes, images, groups, image shape."""
+  per_class = store.images_per_class
+  return (f"{store.num_classes} classes, {store.images.shape[0]} images "
+          f"({per_class.min()}-{per_class.max()} per class), {len(store.groups)} groups, "
+          f"images {store.image_shape}")
+
+
+def check_disjoint(splits):
+  """Raises SplitOverlapError if two splits (a dict name -> ImageStore) share a class name."""
+  seen = {}
+  for split, store in splits.items():
+    for name in store.class_names:
+      if name in seen:
+        raise errors.SplitOverlapError(
+            f"class {name!r} is in both split {seen[name]!r} and split {split!r}")
+      seen[name] = split
+
+
+def save_splits(splits, directory):
+  """Saves each split store as `<directory>/<split>.npz`."""
+  for split, store in splits.items():
+    store.save(pathlib.Path(directory) / f"{split}.npz")
+
+
+def load_splits(directory):
+  """Loads the stores saved by `save_splits`, or None if any split is missing."""
+  paths = {s: pathlib.Path(directory) / f"{s}.npz" for s in SPLITS}
+  if not all(p.exists() for p in paths.values()):
+    return None
+  return {s: ImageStore.load(p) for s, p in paths.items()}

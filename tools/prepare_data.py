@@ -1,0 +1,42 @@
+r"""Prepares a few-shot dataset into the cache, prints a summary and writes a contact sheet.
+
+  python tools/prepare_data.py --dataset=glyphs
+  python tools/prepare_data.py --dataset=omniglot --data_dir=/path/with/images_background.zip
+  python tools/prepare_data.py --dataset=fc100 --source=tfds --download
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from tf_metanas import data
+
+_DATASET = flags.DEFINE_enum("dataset", "glyphs", data.DATASETS, "Dataset to prepare.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the raw files.")
+_SOURCE = flags.DEFINE_enum("source", "auto", ["auto", "files", "tfds"], "Where to read from.")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Cache root (default ~/.cache/tf_metanas).")
+_TFDS_DIR = flags.DEFINE_string("tfds_dir", None, "TFDS data directory.")
+_DOWNLOAD = flags.DEFINE_bool("download", False, "Allow TFDS to download the dataset.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the glyph drawers.")
+_OMNIGLOT_SPLIT = flags.DEFINE_enum("omniglot_split", "vinyals", ["vinyals", "lake"],
+                                    "Omniglot class split.")
+_REFRESH = flags.DEFINE_bool("refresh", False, "Rebuild even if cached.")
+_SHEET = flags.DEFINE_string("contact_sheet", None,
+                             "PNG to write (default <cache>/<dataset>_contact_sheet.png).")
+
+
+def main(argv):
+  del argv
+  splits = data.load_dataset(
+      _DATASET.value, data_dir=_DATA_DIR.value, source=_SOURCE.value,
+      cache_dir=_CACHE_DIR.value, download=_DOWNLOAD.value, tfds_dir=_TFDS_DIR.value,
+      seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value)
+  for split, store in splits.items():
+    logging.info("%s %-5s: %s", _DATASET.value, split, data.summarize(store))
+  sheet = _SHEET.value or data.cache_root(_CACHE_DIR.value) / f"{_DATASET.value}_contact_sheet.png"
+  logging.info("Contact sheet of meta-train classes: %s", data.contact_sheet(splits["train"], sheet))
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main)
