@@ -195,6 +195,12 @@ def render_instance(chars, rng):
   return 255 - np.asarray(image.reduce(_CANVAS // IMAGE_SIZE), np.uint8)
 
 
+def render_class(chars, seed, index, instances=INSTANCES_PER_CLASS):
+  """The `instances` images [n, 28, 28, 1] of class number `index`, drawn from (seed, index)."""
+  rng = np.random.default_rng([seed, index])
+  return np.stack([render_instance(chars, rng) for _ in range(instances)])[..., None]
+
+
 def class_name(chars):
   return "+".join(f"U+{ord(c):04X}" for c in chars)
 
@@ -212,8 +218,7 @@ def build(seed=0, instances=INSTANCES_PER_CLASS):
   classes = glyph_classes()
   per_split = {s: [] for s in store_lib.SPLITS}
   for index, (alphabet, chars) in enumerate(classes):
-    rng = np.random.default_rng([seed, index])
-    images = np.stack([render_instance(chars, rng) for _ in range(instances)])[..., None]
+    images = render_class(chars, seed, index, instances)
     per_split[split_of(alphabet)].append((class_name(chars), alphabet, images))
     if (index + 1) % 500 == 0:
       logging.info("glyphs: rendered %d / %d classes", index + 1, len(classes))

@@ -13,8 +13,8 @@ Splits:
   * "vinyals": characters (not alphabets) shuffled with a fixed seed and cut
     1028 / 172 / 423 of 1623 (the sizes of Vinyals et al. 2016 with the validation part
     of Snell et al. 2017; same proportions on a subset).
-  * "lake": background alphabets for meta-training (one alphabet in six, in sorted order,
-    held out for validation) and evaluation alphabets for meta-testing.
+  * "lake": background alphabets for meta-training (the last sixth of them in sorted
+    order, 5 of 30, held out for validation) and evaluation alphabets for meta-testing.
 """
 
 import pathlib
@@ -134,7 +134,8 @@ def _lake(keys, data_dir):
         f"the 'lake' split needs both the background and the evaluation alphabets, but "
         f"{missing}[.zip] was not found in {data_dir}. Use split='vinyals' for a subset, or "
         + HOW_TO_GET.format(data_dir=data_dir))
-  val_alphabets = set(background[5::6]) if len(background) > 1 else set()
+  num_val = max(1, round(len(background) / 6)) if len(background) > 1 else 0
+  val_alphabets = set(background[len(background) - num_val:])
 
   def split_of(key):
     subset, alphabet, _ = key

@@ -1,0 +1,27 @@
+"""Shared fixtures: temporary cache roots and tiny class-structured datasets."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+from tf_metanas.data import synthetic  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+  """Every test gets its own cache and data roots; nothing touches the user's home."""
+  monkeypatch.setenv("TF_METANAS_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("TF_METANAS_DATA", str(tmp_path / "data_root"))
+
+
+@pytest.fixture
+def tiny_splits():
+  """Train / val / test prototype stores: 10 / 5 / 5 classes of 20 8x8 grayscale images."""
+  return synthetic.prototype_splits()
+
+
+@pytest.fixture
+def tiny_store():
+  return synthetic.prototype_store()
