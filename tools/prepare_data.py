@@ -27,14 +27,22 @@ _SHEET = flags.DEFINE_string("contact_sheet", None,
 
 def main(argv):
   del argv
-  splits = data.load_dataset(
-      _DATASET.value, data_dir=_DATA_DIR.value, source=_SOURCE.value,
-      cache_dir=_CACHE_DIR.value, download=_DOWNLOAD.value, tfds_dir=_TFDS_DIR.value,
-      seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value)
+  try:
+    splits = _load()
+  except data.DataError as e:
+    logging.error("%s", e)
+    raise SystemExit(1) from None
   for split, store in splits.items():
     logging.info("%s %-5s: %s", _DATASET.value, split, data.summarize(store))
   sheet = _SHEET.value or data.cache_root(_CACHE_DIR.value) / f"{_DATASET.value}_contact_sheet.png"
   logging.info("Contact sheet of meta-train classes: %s", data.contact_sheet(splits["train"], sheet))
+
+
+def _load():
+  return data.load_dataset(
+      _DATASET.value, data_dir=_DATA_DIR.value, source=_SOURCE.value,
+      cache_dir=_CACHE_DIR.value, download=_DOWNLOAD.value, tfds_dir=_TFDS_DIR.value,
+      seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value)
 
 
 if __name__ == "__main__":

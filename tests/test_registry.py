@@ -1,0 +1,86 @@
+"""load_dataset: caching, sources, rotations and the errors a user sees first."""
+
+import pytest
+
+from tf_metanas import data
+from tf_metanas.data import glyphs
+from tf_metanas.data import registry
+from tf_metanas.data import synthetic
+from tests import test_omniglot
+
+
+@pytest.fixture
+def omniglot_dir(tmp_path):
+  root = tmp_path / "raw"
+  test_omniglot.write_subset(root, "images_background", ["A0", "A1", "A2"], characters=4)
+  return root
+
+
+def test_files_are_read_once_then_cached(omniglot_dir, tmp_path, monkeypatch):
+  first = data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  assert list((tmp_path / "c" / "omniglot").glob("*/train.npz"))
+
+  def fail(*args):
+    raise AssertionError(f"read again: {args}")
+
+  monkeypatch.setattr(registry.omniglot, "read_files", fail)
+  second = data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  for split in data.SPLITS:
+    assert second[split].class_names == first[split].class_names
+    assert second[split].images.tobytes() == first[split].images.tobytes()
+
+
+def test_new_files_in_data_dir_invalidate_the_cache(omniglot_dir, tmp_path):
+  before = data.load_dataset("omniglot", data_dir=omniglot_dir)
+  test_omniglot.write_subset(omniglot_dir, "images_evaluation", ["E0"], characters=4)
+  after = data.load_dataset("omniglot", data_dir=omniglot_dir)
+  total = lambda splits: sum(s.num_classes for s in splits.values())
+  assert (total(before), total(after)) == (12, 16)
+
+
+def test_rotations_quadruple_every_split(omniglot_dir):
+  plain = data.load_dataset("omniglot", data_dir=omniglot_dir)
+  rotated = data.load_dataset("omniglot", data_dir=omniglot_dir, rotations=True)
+  for split in data.SPLITS:
+    assert rotated[split].num_classes == 4 * plain[split].num_classes
+
+
+def test_glyphs_are_cached_under_their_seed(tmp_path, monkeypatch):
+  calls = []
+
+  def tiny_build(seed):
+    calls.append(seed)
+    return synthetic.prototype_splits(seed=seed)
+
+  monkeypatch.setattr(glyphs, "build", tiny_build)
+  data.load_dataset("glyphs", seed=3)
+  data.load_dataset("glyphs", seed=3)
+  data.load_dataset("glyphs", seed=4)
+  data.load_dataset("glyphs", seed=3, refresh=True)
+  assert calls == [3, 4, 3]
+
+
+def test_default_data_dir_follows_the_environment(tmp_path, monkeypatch):
+  monkeypatch.setenv("TF_METANAS_DATA", str(tmp_path / "mydata"))
+  assert registry.default_data_dir("fc100") == tmp_path / "mydata" / "fc100"
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("omniglot", "images_background"),
+    ("mini_imagenet", "mini-imagenet-cache-{train,val,test}.pkl"),
+    ("fc100", "FC100_train.pickle"),
+])
+def test_missing_dataset_names_files_place_and_tfds(name, expected, tmp_path):
+  with pytest.raises(data.DatasetNotFoundError) as info:
+    data.load_dataset(name, tfds_dir=tmp_path / "tfds")
+  message = str(info.value)
+  assert expected in message
+  assert str(registry.default_data_dir(name)) in message
+  assert "TFDS" in message
+
+
+def test_unknown_names_are_rejected():
+  with pytest.raises(ValueError, match="unknown dataset 'cifar'.*glyphs"):
+    data.load_dataset("cifar")
+  with pytest.raises(ValueError, match="unknown source 'web'"):
+    data.load_dataset("fc100", source="web")
