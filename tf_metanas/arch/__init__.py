@@ -1,0 +1,1 @@
+"""How architecture logits become mixture weights (softmax with temperature, ...)."""

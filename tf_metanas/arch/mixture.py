@@ -1,0 +1,53 @@
+"""Softmax mixture weights with temperature (METANAS Eq. 5 and Eq. 7).
+
+A *mixture* is what a SearchNetwork consumes: for each cell type ("normal", "reduce") the
+op weights [num_edges, num_ops] and the edge weights [num_edges] (the input-combination
+weights folded onto edges; ones when node inputs are simply summed, as in DARTS).
+"""
+
+from keras import ops as K
+
+from tf_metanas.search import topology
+
+CELL_TYPES = ("normal", "reduce")
+
+
+def op_weights(alpha, tau=1.0):
+  """Eq. 5: softmax(alpha / tau) over the ops of every edge. alpha: [num_edges, num_ops]."""
+  return K.softmax(alpha / tau, axis=-1)
+
+
+def combination_weights(beta, num_nodes, k, tau=1.0):
+  """Eq. 7: per node, softmax(beta / tau) over that node's k-input combinations."""
+  parts = [K.softmax(beta[start:stop] / tau) if stop - start > 1 else K.ones_like(beta[start:stop])
+           for start, stop in topology.combination_segments(num_nodes, k)]
+  return K.concatenate(parts, axis=0)
+
+
+def edge_weights(beta, num_nodes, k, tau=1.0):
+  """Eq. 7 folded onto edges: the weight of edge (i, j) is the sum over node j's
+  combinations containing input i of their softmax weight."""
+  matrix = K.convert_to_tensor(topology.combination_to_edges(num_nodes, k), beta.dtype)
+  return K.matmul(combination_weights(beta, num_nodes, k, tau)[None, :], matrix)[0]
+
+
+def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0):
+  """The mixture for both cell types.
+
+  Args:
+    alphas: dict cell type -> op logits [num_edges, num_ops].
+    betas: dict cell type -> combination logits [num_combinations], or None (summed inputs).
+    num_nodes, k: the cell's intermediate nodes and inputs per combination.
+    tau_alpha, tau_beta: softmax temperatures.
+
+  Returns:
+    dict "<cell type>_ops" -> [num_edges, num_ops], "<cell type>_edges" -> [num_edges].
+  """
+  out = {}
+  for cell in CELL_TYPES:
+    out[f"{cell}_ops"] = op_weights(alphas[cell], tau_alpha)
+    if betas is None:
+      out[f"{cell}_edges"] = K.ones((topology.num_edges(num_nodes),), alphas[cell].dtype)
+    else:
+      out[f"{cell}_edges"] = edge_weights(betas[cell], num_nodes, k, tau_beta)
+  return out

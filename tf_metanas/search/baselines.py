@@ -1,0 +1,85 @@
+"""Fixed baseline networks: Conv4 (MAML), the REPTILE networks, and the Auto-Meta cell."""
+
+import keras
+from keras import layers
+
+from tf_metanas.search import functional
+from tf_metanas.search import genotype as genotype_lib
+from tf_metanas.search import network as network_lib
+
+# The Auto-Meta cell (Kim et al. 2018, Fig. 1) as the METANAS authors encode it for their
+# comparison (Elsken et al. 2020, Table 1): five blocks of PNAS ops, each adding two inputs,
+# used for both cell types. In the figure the cell output also concatenates the cell
+# inputs; here, as in that comparison, it concatenates the five blocks.
+_AUTOMETA_CELL = (
+    (("conv_3x3", 1), ("max_pool_3x3", 1)),
+    (("conv_1x5_5x1", 2), ("max_pool_3x3", 2)),
+    (("conv_3x3", 2), ("conv_1x5_5x1", 3)),
+    (("conv_3x3", 3), ("conv_3x3", 3)),
+    (("conv_1x5_5x1", 3), ("conv_3x3", 2)),
+)
+AUTOMETA_GENOTYPE = genotype_lib.Genotype(normal=_AUTOMETA_CELL, reduce=_AUTOMETA_CELL)
+
+
+@keras.saving.register_keras_serializable("tf_metanas")
+class Conv4(functional.FunctionalModel):
+  """Four blocks of 3x3 conv (with bias) -> BatchNorm -> ReLU, downsampling by 2 each, and
+  a linear classifier (Finn et al. 2017; Nichol et al. 2018).
+
+  Args:
+    num_classes: ways.
+    filters: 64 (Omniglot) or 32 (mini-ImageNet).
+    downsample: "stride" (stride-2 convs, the Omniglot models) or "pool" (2x2 max pooling
+      after each block, the mini-ImageNet models).
+    head: "flatten" (REPTILE, MAML mini-ImageNet) or "mean" (global average, MAML Omniglot).
+  """
+
+  def __init__(self, num_classes, filters=64, downsample="stride", head="flatten", **kwargs):
+    super().__init__(**kwargs)
+    if downsample not in ("stride", "pool") or head not in ("flatten", "mean"):
+      raise ValueError(f"downsample must be 'stride' or 'pool' and head 'flatten' or 'mean', "
+                       f"got {downsample!r}, {head!r}")
+    self.num_classes, self.filters = int(num_classes), int(filters)
+    self.downsample, self.head = downsample, head
+    stride = 2 if downsample == "stride" else 1
+    self.convs = [layers.Conv2D(filters, 3, strides=stride, padding="same") for _ in range(4)]
+    self.norms = [layers.BatchNormalization(momentum=0.9, epsilon=1e-5) for _ in range(4)]
+    self.pools = [layers.MaxPooling2D(2, padding="same") for _ in range(4)]
+    self.reduce = layers.Flatten() if head == "flatten" else layers.GlobalAveragePooling2D()
+    self.classifier = layers.Dense(num_classes)
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    for conv, norm, pool in zip(self.convs, self.norms, self.pools):
+      conv.build(shape)
+      shape = conv.compute_output_shape(shape)
+      norm.build(shape)
+      shape = pool.compute_output_shape(shape) if self.downsample == "pool" else shape
+    self.classifier.build(self.reduce.compute_output_shape(shape))
+
+  def call(self, images, training=None):
+    x = keras.ops.cast(images, self.compute_dtype)
+    for conv, norm, pool in zip(self.convs, self.norms, self.pools):
+      x = keras.ops.relu(norm(conv(x), training=training))
+      x = pool(x) if self.downsample == "pool" else x
+    return self.classifier(self.reduce(x))
+
+  def get_config(self):
+    return {**super().get_config(), "num_classes": self.num_classes, "filters": self.filters,
+            "downsample": self.downsample, "head": self.head}
+
+
+def reptile_network(num_classes, dataset="omniglot"):
+  """The REPTILE models: Omniglot 4 x (64 filters, stride 2), mini-ImageNet 4 x (32 filters,
+  max pooling), flattened into the classifier."""
+  if dataset in ("omniglot", "glyphs"):
+    return Conv4(num_classes, filters=64, downsample="stride", head="flatten")
+  return Conv4(num_classes, filters=32, downsample="pool", head="flatten")
+
+
+def autometa_network(num_classes, channels=12, num_cells=4, reduction_cells=(1, 3), **kwargs):
+  """A FixedNetwork of the Auto-Meta cell with `channels` = F filters, stacked like the
+  METANAS networks (four cells, reductions second and fourth) for a like-for-like
+  comparison."""
+  return network_lib.FixedNetwork(AUTOMETA_GENOTYPE, num_classes, channels=channels,
+                                  num_cells=num_cells, reduction_cells=reduction_cells, **kwargs)

@@ -1,0 +1,26 @@
+"""DropPath: drop a whole path for a sample with probability `rate` (Larsson et al. 2017)."""
+
+import keras
+from keras import layers
+from keras import ops as K
+
+
+@keras.saving.register_keras_serializable("tf_metanas")
+class DropPath(layers.Layer):
+  """x * Bernoulli(1 - rate) / (1 - rate), one draw per sample, only when training."""
+
+  def __init__(self, rate=0.0, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    self.rate, self.seed = float(rate), seed
+    self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+
+  def call(self, x, training=None):
+    if not training or self.rate <= 0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (K.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+    mask = K.cast(keras.random.uniform(shape, seed=self.seed_generator) < keep, x.dtype)
+    return x * mask / keep
+
+  def get_config(self):
+    return {**super().get_config(), "rate": self.rate, "seed": self.seed}

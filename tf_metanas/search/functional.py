@@ -1,0 +1,47 @@
+"""FunctionalModel: a Keras model with explicit weight / architecture variable sets and a
+functional call on tensors, the interface every meta-learner uses."""
+
+import keras
+
+
+class FunctionalModel(keras.Model):
+  """Base of every network the meta-learners adapt.
+
+  `weight_variables` (w) and `arch_variables` (a) are disjoint, explicit variable sets;
+  `functional_call` runs the network on tensors standing in for them, so inner loops hold
+  fast weights as tensors and never assign variables.
+  """
+
+  @property
+  def arch_variables(self):
+    """The architecture variables (none for a fixed network)."""
+    return []
+
+  @property
+  def weight_variables(self):
+    """The network weights w: trainable variables that are not architecture variables."""
+    arch = {id(v) for v in self.arch_variables}
+    return [v for v in self.trainable_variables if id(v) not in arch]
+
+  def functional_call(self, weights, images, arch=None, training=True, **call_kwargs):
+    """The network applied with `weights` (and `arch`) given as tensors: no variable changes.
+
+    Args:
+      weights: tensors in the order of `weight_variables`.
+      images: input batch.
+      arch: tensors in the order of `arch_variables`, or None to use the variables.
+      training: BatchNorm with batch statistics (True, as in MAML/REPTILE inner loops).
+      **call_kwargs: forwarded to `call` (e.g. `mixture`).
+
+    Returns:
+      The logits. Gradients flow to `weights` and `arch` at any order (Keras 3
+      `stateless_call`), so inner loops can differentiate through their own updates.
+    """
+    given = dict(zip(map(id, self.weight_variables), weights))
+    if arch is not None:
+      given.update(zip(map(id, self.arch_variables), arch))
+    trainable = [given.get(id(v), v.value) for v in self.trainable_variables]
+    non_trainable = [v.value for v in self.non_trainable_variables]
+    logits, _ = self.stateless_call(trainable, non_trainable, images, training=training,
+                                    **call_kwargs)
+    return logits

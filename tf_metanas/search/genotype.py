@@ -1,0 +1,144 @@
+"""Genotype: a discrete cell architecture as an immutable value, and the rules deriving it.
+
+A genotype lists, for the normal and the reduction cell, each intermediate node's
+(op, input) pairs; inputs 0 and 1 are the cell inputs, i >= 2 is intermediate node i - 2.
+Several ops on the same input are allowed (METANAS threshold pruning keeps them).
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+
+from tf_metanas.search import topology
+
+FORMAT_VERSION = 1
+
+
+def _freeze(nodes):
+  return tuple(tuple((str(op), int(i)) for op, i in node) for node in nodes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Genotype:
+  """normal, reduce: for each intermediate node, a tuple of (op name, input index) pairs."""
+
+  normal: tuple
+  reduce: tuple
+
+  def __post_init__(self):
+    object.__setattr__(self, "normal", _freeze(self.normal))
+    object.__setattr__(self, "reduce", _freeze(self.reduce))
+    for cell in (self.normal, self.reduce):
+      for j, node in enumerate(cell):
+        for op, i in node:
+          if not 0 <= i < topology.num_inputs(j):
+            raise ValueError(f"node {j} cannot take input {i} (inputs 0..{j + 1}); op {op}")
+
+  @property
+  def num_nodes(self):
+    return len(self.normal)
+
+  def cell(self, cell_type):
+    return self.normal if cell_type == "normal" else self.reduce
+
+  def to_dict(self):
+    return {"format_version": FORMAT_VERSION,
+            "normal": [[list(p) for p in node] for node in self.normal],
+            "reduce": [[list(p) for p in node] for node in self.reduce]}
+
+  def to_json(self):
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, data):
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+      raise ValueError(f"genotype format version {version!r}; this library reads "
+                       f"version {FORMAT_VERSION}")
+    return cls(data["normal"], data["reduce"])
+
+  @classmethod
+  def from_json(cls, text):
+    return cls.from_dict(json.loads(text))
+
+
+def _darts_cell(op_weights, edge_weights, op_names, num_nodes, k, fixed):
+  nodes = []
+  for edges in topology.node_edges(num_nodes):
+    candidates = []
+    for e, i in edges:
+      if e in fixed:
+        candidates.append((np.inf, fixed[e], i))
+        continue
+      weights = op_weights[e] * edge_weights[e]
+      order = [o for o in np.argsort(-weights, kind="stable") if op_names[o] != "none"]
+      candidates.append((weights[order[0]], op_names[order[0]], i))
+    candidates.sort(key=lambda c: (-c[0], c[2]))
+    nodes.append(tuple(sorted(((op, i) for _, op, i in candidates[:k]), key=lambda p: p[1])))
+  return tuple(nodes)
+
+
+def derive_darts(mixture, op_names, num_nodes, k=2):
+  """The DARTS rule: per node, the k incoming edges with the strongest non-"none" op, each
+  with its argmax non-"none" op (Liu et al. 2019, Sec. 2.4).
+
+  Args:
+    mixture: dict "<cell>_ops" [num_edges, num_ops] and "<cell>_edges" [num_edges]
+      (see tf_metanas.arch.mixture); edge weights scale the op weights.
+    op_names: the op set.
+    num_nodes: intermediate nodes per cell.
+    k: incoming edges kept per node.
+  """
+  return derive_consolidated(mixture, op_names, num_nodes, fixed={}, k=k)
+
+
+def derive_consolidated(mixture, op_names, num_nodes, fixed, k=2):
+  """DARTS rule with consolidated edges (CAML PCC): edges in `fixed` keep their fixed op and
+  rank above every free edge.
+
+  Args:
+    fixed: dict cell type -> {edge index: op name} of the consolidated edges.
+  """
+  return Genotype(**{cell: _darts_cell(np.asarray(mixture[f"{cell}_ops"]),
+                                       np.asarray(mixture[f"{cell}_edges"]), tuple(op_names),
+                                       num_nodes, k, dict(fixed.get(cell, {})))
+                     for cell in ("normal", "reduce")})
+
+
+def _threshold_cell(op_weights, combination_weights, op_names, num_nodes, k, threshold):
+  nodes = []
+  for j, (edges, combos) in enumerate(zip(topology.node_edges(num_nodes),
+                                          topology.input_combinations(num_nodes, k))):
+    if combination_weights is None:
+      kept_inputs = set(range(topology.num_inputs(j)))
+    else:
+      start, stop = topology.combination_segments(num_nodes, k)[j]
+      kept_inputs = {i for combo, w in zip(combos, combination_weights[start:stop])
+                     if w >= threshold for i in combo}
+    pairs = []
+    for e, i in edges:
+      if i in kept_inputs:
+        pairs.extend((op_names[o], i) for o in range(len(op_names))
+                     if op_weights[e, o] >= threshold and op_names[o] != "none")
+    nodes.append(tuple(pairs))
+  return tuple(nodes)
+
+
+def derive_threshold(mixture, combination_weights, op_names, num_nodes, k=2, threshold=0.01):
+  """The METANAS pruning rule (Sec. 4): keep every input combination whose normalized weight
+  is >= threshold and, on the inputs those combinations use, every op whose normalized
+  weight is >= threshold; prune the rest. Several ops per edge may survive.
+
+  Args:
+    mixture: dict "<cell>_ops" [num_edges, num_ops] (normalized, Eq. 5).
+    combination_weights: dict cell type -> normalized combination weights (Eq. 7), flat over
+      nodes as `tf_metanas.arch.mixture.combination_weights` returns them; None when node
+      inputs are summed (every input kept).
+  """
+  return Genotype(**{
+      cell: _threshold_cell(
+          np.asarray(mixture[f"{cell}_ops"]),
+          None if combination_weights is None else np.asarray(combination_weights[cell]),
+          tuple(op_names), num_nodes, k, threshold)
+      for cell in ("normal", "reduce")})

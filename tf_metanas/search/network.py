@@ -1,0 +1,218 @@
+"""SearchNetwork (the supernet) and FixedNetwork (a discrete network from a Genotype)."""
+
+import keras
+import numpy as np
+from keras import layers
+
+from tf_metanas.arch import mixture as mixture_lib
+from tf_metanas.search import cell as cell_lib
+from tf_metanas.search import functional
+from tf_metanas.search import genotype as genotype_lib
+from tf_metanas.search import ops as ops_lib
+from tf_metanas.search import topology
+
+
+def default_reductions(num_cells):
+  """DARTS places reduction cells at 1/3 and 2/3 of the depth."""
+  return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
+
+
+class _Network(functional.FunctionalModel):
+  """Stem, a stack of cells, global average pooling and a linear classifier.
+
+  Args:
+    num_classes: ways of the few-shot tasks.
+    channels: C, the channels of each cell's nodes.
+    num_cells: cells in the stack.
+    reduction_cells: 0-based indices of the reduction cells (METANAS: (1, 3), the second
+      and fourth of four).
+    channel_doubling: double C at every reduction (DARTS) or keep it constant (METANAS).
+    stem_multiplier: the stem has stem_multiplier * C channels.
+    drop_path_rate: DropPath probability inside the cells (training only).
+  """
+
+  def __init__(self, num_classes, channels, num_cells, reduction_cells, channel_doubling,
+               stem_multiplier, drop_path_rate, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes, self.channels, self.num_cells = int(num_classes), int(channels), int(num_cells)
+    self.reduction_cells = tuple(int(i) for i in reduction_cells)
+    self.channel_doubling, self.stem_multiplier = bool(channel_doubling), int(stem_multiplier)
+    self.drop_path_rate = float(drop_path_rate)
+    self.stem_conv = layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False)
+    self.stem_bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    self.pool = layers.GlobalAveragePooling2D()
+    self.classifier = layers.Dense(num_classes)
+
+  def _cell_plan(self):
+    """(channels, reduction, reduction_prev) for each cell."""
+    plan, c, reduction_prev = [], self.channels, False
+    for index in range(self.num_cells):
+      reduction = index in self.reduction_cells
+      if reduction and self.channel_doubling:
+        c *= 2
+      plan.append((c, reduction, reduction_prev))
+      reduction_prev = reduction
+    return plan
+
+  def _features(self, images, cell_call, training):
+    x = keras.ops.cast(images, self.compute_dtype)
+    s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
+    for index, cell in enumerate(self.cells):
+      s0, s1 = s1, cell_call(index, cell, s0, s1)
+    return self.classifier(self.pool(s1))
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    self.stem_conv.build(shape)
+    shape = self.stem_conv.compute_output_shape(shape)
+    self.stem_bn.build(shape)
+    s0 = s1 = shape
+    for cell in self.cells:
+      cell.build(s0, s1)
+      s0, s1 = s1, cell.compute_output_shape(s0, s1)
+    self.classifier.build((shape[0], s1[-1]))
+
+  def get_config(self):
+    return {**super().get_config(), "num_classes": self.num_classes,
+            "channels": self.channels, "num_cells": self.num_cells,
+            "reduction_cells": self.reduction_cells, "channel_doubling": self.channel_doubling,
+            "stem_multiplier": self.stem_multiplier, "drop_path_rate": self.drop_path_rate}
+
+
+@keras.saving.register_keras_serializable("tf_metanas")
+class SearchNetwork(_Network):
+  """The DARTS / METANAS supernet: every cell edge is a MixedOp.
+
+  Args (besides those of the stack, see `_Network`):
+    num_nodes: intermediate nodes per cell (METANAS 3, DARTS 4).
+    op_set: op set name ("S1", "DARTS", "PNAS") or a tuple of op names.
+    input_k: inputs per combination for METANAS Eq. 7 input weights (2 in the paper), or
+      0 to sum every input (DARTS) without input weights.
+
+  Architecture variables: alpha_normal / alpha_reduce [num_edges, num_ops] and, with
+  input_k > 0, beta_normal / beta_reduce [num_combinations], all initialized to 1e-3 * N(0, 1)
+  as in DARTS.
+
+  Call arguments:
+    images: [B, H, W, C] (any numeric dtype; cast to the compute dtype).
+    mixture: dict of normalized weights (`tf_metanas.arch.mixture.mixture`); None uses
+      softmax of the architecture variables at temperature 1.
+    training: BatchNorm and DropPath mode.
+
+  Example:
+    net = SearchNetwork(num_classes=5)
+    net.build((None, 28, 28, 1))
+    logits = net(images, training=True)
+  """
+
+  def __init__(self, num_classes, channels=28, num_cells=4, reduction_cells=(1, 3),
+               num_nodes=3, op_set="S1", input_k=2, channel_doubling=False, stem_multiplier=3,
+               drop_path_rate=0.0, seed=None, **kwargs):
+    super().__init__(num_classes, channels, num_cells, reduction_cells, channel_doubling,
+                     stem_multiplier, drop_path_rate, **kwargs)
+    self.num_nodes, self.input_k, self.seed = int(num_nodes), int(input_k), seed
+    self.op_set = op_set if isinstance(op_set, str) else tuple(op_set)
+    self.op_names = ops_lib.op_set(op_set)
+    self.cells = [cell_lib.SearchCell(c, num_nodes, self.op_names, reduction, reduction_prev,
+                                      drop_path_rate=drop_path_rate)
+                  for c, reduction, reduction_prev in self._cell_plan()]
+    init = keras.initializers.RandomNormal(stddev=1e-3, seed=seed)
+    shape = (topology.num_edges(num_nodes), len(self.op_names))
+    self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
+    self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
+    if self.input_k:
+      size = (topology.num_combinations(num_nodes, self.input_k),)
+      self.beta_normal = self.add_weight(shape=size, initializer=init, name="beta_normal")
+      self.beta_reduce = self.add_weight(shape=size, initializer=init, name="beta_reduce")
+
+  @property
+  def arch_variables(self):
+    """The architecture variables a: alphas, then betas (when input_k > 0)."""
+    alphas = [self.alpha_normal, self.alpha_reduce]
+    return alphas + ([self.beta_normal, self.beta_reduce] if self.input_k else [])
+
+  def arch_dict(self, arch=None):
+    """(alphas, betas) dicts keyed by cell type, from tensors in `arch_variables` order."""
+    arch = [keras.ops.convert_to_tensor(v) for v in self.arch_variables] if arch is None else arch
+    alphas = dict(zip(mixture_lib.CELL_TYPES, arch[:2]))
+    betas = dict(zip(mixture_lib.CELL_TYPES, arch[2:])) if self.input_k else None
+    return alphas, betas
+
+  def mixture(self, arch=None, tau_alpha=1.0, tau_beta=1.0):
+    """Softmax mixture weights with temperatures (Eq. 5, 7) from `arch` or the variables."""
+    alphas, betas = self.arch_dict(arch)
+    return mixture_lib.mixture(alphas, betas, self.num_nodes, max(self.input_k, 1),
+                               tau_alpha, tau_beta)
+
+  def call(self, images, mixture=None, training=None):
+    mixture = self.mixture() if mixture is None else mixture
+
+    def cell_call(index, cell, s0, s1):
+      kind = "reduce" if cell.reduction else "normal"
+      return cell(s0, s1, mixture[f"{kind}_ops"], mixture[f"{kind}_edges"], training=training)
+
+    return self._features(images, cell_call, training)
+
+  def genotype(self, rule="darts", mixture=None, k=2, threshold=0.01, tau_alpha=1.0,
+               tau_beta=1.0):
+    """The genotype of the current architecture by the DARTS ("darts") or the METANAS
+    threshold ("threshold") rule."""
+    mixture = self.mixture(tau_alpha=tau_alpha, tau_beta=tau_beta) if mixture is None else mixture
+    if rule == "darts":
+      return genotype_lib.derive_darts(mixture, self.op_names, self.num_nodes, k)
+    if rule != "threshold":
+      raise ValueError(f"unknown genotype rule {rule!r}; use 'darts' or 'threshold'")
+    combos = None
+    if self.input_k:
+      _, betas = self.arch_dict()
+      combos = {c: mixture_lib.combination_weights(betas[c], self.num_nodes, self.input_k,
+                                                   tau_beta) for c in betas}
+    return genotype_lib.derive_threshold(mixture, combos, self.op_names, self.num_nodes,
+                                         self.input_k or 2, threshold)
+
+  def count_params_of(self, genotype):
+    """Trainable weights the pruned network keeps: stem, cell preprocessing, the ops that
+    `genotype` keeps on each edge, and the classifier (architecture variables excluded)."""
+    count = lambda layer: sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
+    total = count(self.stem_conv) + count(self.stem_bn) + count(self.classifier)
+    for cell in self.cells:
+      total += count(cell.preprocess0) + count(cell.preprocess1)
+      for j, node in enumerate(genotype.reduce if cell.reduction else genotype.normal):
+        for op, i in node:
+          mixed = cell.edges[topology.edge_index(j, i)]
+          total += count(mixed.candidates[self.op_names.index(op)])
+    return total
+
+  def get_config(self):
+    return {**super().get_config(), "num_nodes": self.num_nodes, "op_set": self.op_set,
+            "input_k": self.input_k, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable("tf_metanas")
+class FixedNetwork(_Network):
+  """The discrete network of a Genotype: the task-specific (pruned) network, or a scaled-up
+  one for retraining (METANAS Sec. 5.2: 5 cells, C = 96, DropPath 0.2).
+
+  Args (besides those of the stack):
+    genotype: a Genotype (or its dict form).
+    affine: affine BatchNorms in the cells (False matches the supernet's parameter count).
+  """
+
+  def __init__(self, genotype, num_classes, channels=28, num_cells=4, reduction_cells=(1, 3),
+               channel_doubling=False, stem_multiplier=3, drop_path_rate=0.0, affine=True,
+               **kwargs):
+    super().__init__(num_classes, channels, num_cells, reduction_cells, channel_doubling,
+                     stem_multiplier, drop_path_rate, **kwargs)
+    if isinstance(genotype, dict):
+      genotype = genotype_lib.Genotype.from_dict(genotype)
+    self.genotype, self.affine = genotype, bool(affine)
+    self.cells = [cell_lib.FixedCell(c, genotype.reduce if reduction else genotype.normal,
+                                     reduction, reduction_prev, affine, drop_path_rate)
+                  for c, reduction, reduction_prev in self._cell_plan()]
+
+  def call(self, images, training=None):
+    return self._features(images, lambda i, cell, s0, s1: cell(s0, s1, training=training),
+                          training)
+
+  def get_config(self):
+    return {**super().get_config(), "genotype": self.genotype.to_dict(), "affine": self.affine}
