@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from tf_metanas.search import batch_norm
 from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import network as network_lib
@@ -43,7 +44,7 @@ class Conv4(functional.FunctionalModel):
     self.downsample, self.head = downsample, head
     stride = 2 if downsample == "stride" else 1
     self.convs = [layers.Conv2D(filters, 3, strides=stride, padding="same") for _ in range(4)]
-    self.norms = [layers.BatchNormalization(momentum=0.9, epsilon=1e-5) for _ in range(4)]
+    self.norms = [batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5) for _ in range(4)]
     self.pools = [layers.MaxPooling2D(2, padding="same") for _ in range(4)]
     self.reduce = layers.Flatten() if head == "flatten" else layers.GlobalAveragePooling2D()
     self.classifier = layers.Dense(num_classes)

@@ -5,6 +5,7 @@ import numpy as np
 from keras import layers
 
 from tf_metanas.arch import mixture as mixture_lib
+from tf_metanas.search import batch_norm
 from tf_metanas.search import cell as cell_lib
 from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
@@ -39,7 +40,7 @@ class _Network(functional.FunctionalModel):
     self.channel_doubling, self.stem_multiplier = bool(channel_doubling), int(stem_multiplier)
     self.drop_path_rate = float(drop_path_rate)
     self.stem_conv = layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False)
-    self.stem_bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    self.stem_bn = batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5)
     self.pool = layers.GlobalAveragePooling2D()
     self.classifier = layers.Dense(num_classes)
 

@@ -9,6 +9,8 @@ import keras
 from keras import layers
 from keras import ops as K
 
+from tf_metanas.search import batch_norm
+
 OP_SETS = {
     # METANAS (Elsken et al. 2020, Sec. 5.1): no "none" op.
     "S1": ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "conv_1x5_5x1", "conv_3x3",
@@ -21,9 +23,8 @@ OP_SETS = {
 }
 
 
-def _bn(affine, name=None):
-  return layers.BatchNormalization(center=affine, scale=affine, momentum=0.9, epsilon=1e-5,
-                                   name=name)
+def _bn(affine):
+  return batch_norm.BatchNorm(center=affine, scale=affine, momentum=0.9, epsilon=1e-5)
 
 
 class _Op(layers.Layer):
