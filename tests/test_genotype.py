@@ -1,0 +1,111 @@
+"""Genotypes: JSON round trip, derivation rules on hand-made weights, pictures, baselines."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tf_metanas.search import AUTOMETA_GENOTYPE
+from tf_metanas.search import Genotype
+from tf_metanas.search import autometa_network
+from tf_metanas.search import reptile_network
+from tf_metanas.search import genotype as genotype_lib
+from tf_metanas.search import visualize
+
+OPS = ("none", "conv_3x3", "skip_connect")
+# Two nodes: node 0 has edges 0, 1 (inputs 0, 1); node 1 has edges 2, 3, 4 (inputs 0, 1, 2).
+OP_WEIGHTS = np.array([
+    [0.90, 0.06, 0.04],  # strongest op is none: the DARTS rule takes conv_3x3
+    [0.20, 0.30, 0.50],
+    [0.10, 0.70, 0.20],
+    [0.75, 0.05, 0.20],
+    [0.30, 0.40, 0.30],
+], np.float32)
+
+
+def _mixture(op_weights=OP_WEIGHTS, edge_weights=None):
+  edges = np.ones(len(op_weights), np.float32) if edge_weights is None else edge_weights
+  return {"normal_ops": op_weights, "normal_edges": edges,
+          "reduce_ops": op_weights[:, [0, 2, 1]], "reduce_edges": edges}
+
+
+def test_json_round_trip_and_version():
+  genotype = Genotype(normal=[[("conv_3x3", 0), ("skip_connect", 1)], [("conv_3x3", 2)]],
+                      reduce=[[("skip_connect", 1)], []])
+  text = genotype.to_json()
+  assert json.loads(text)["format_version"] == genotype_lib.FORMAT_VERSION
+  assert Genotype.from_json(text) == genotype
+  assert hash(Genotype.from_json(text)) == hash(genotype)
+  with pytest.raises(ValueError, match="format version 99"):
+    Genotype.from_dict({**json.loads(text), "format_version": 99})
+
+
+def test_genotype_is_immutable_and_validated():
+  genotype = Genotype(normal=[[("conv_3x3", 0)]], reduce=[[("conv_3x3", 1)]])
+  with pytest.raises(Exception):
+    genotype.normal = ()
+  with pytest.raises(ValueError, match="node 0 cannot take input 2"):
+    Genotype(normal=[[("conv_3x3", 2)]], reduce=[[]])
+
+
+def test_darts_rule_top2_inputs_argmax_op_excluding_none():
+  genotype = genotype_lib.derive_darts(_mixture(), OPS, num_nodes=2, k=2)
+  assert genotype.normal == ((("conv_3x3", 0), ("skip_connect", 1)),
+                             (("conv_3x3", 0), ("conv_3x3", 2)))
+  # reduce swaps conv and skip columns
+  assert genotype.reduce == ((("skip_connect", 0), ("conv_3x3", 1)),
+                             (("skip_connect", 0), ("skip_connect", 2)))
+
+
+def test_darts_rule_ranks_edges_by_edge_weighted_strength():
+  edges = np.array([1, 1, 0.1, 1, 1], np.float32)  # input 0 of node 1 down-weighted
+  genotype = genotype_lib.derive_darts(_mixture(edge_weights=edges), OPS, 2, k=2)
+  assert genotype.normal[1] == (("skip_connect", 1), ("conv_3x3", 2))
+
+
+def test_consolidated_edges_are_kept_with_their_fixed_op():
+  fixed = {"normal": {3: "conv_3x3"}, "reduce": {}}
+  genotype = genotype_lib.derive_consolidated(_mixture(), OPS, 2, fixed, k=2)
+  assert genotype.normal[1] == (("conv_3x3", 0), ("conv_3x3", 1))
+  assert genotype.reduce == genotype_lib.derive_darts(_mixture(), OPS, 2).reduce
+
+
+def test_threshold_rule_keeps_ops_and_combinations_above_threshold():
+  # node 1 combinations: (0,1), (0,2), (1,2)
+  combos = {"normal": np.array([1.0, 0.0, 0.985, 0.015], np.float32),
+            "reduce": np.array([1.0, 0.97, 0.03, 0.0], np.float32)}
+  genotype = genotype_lib.derive_threshold(_mixture(), combos, OPS, 2, k=2, threshold=0.05)
+  assert genotype.normal == (
+      (("conv_3x3", 0), ("conv_3x3", 1), ("skip_connect", 1)),
+      (("conv_3x3", 0), ("skip_connect", 0), ("conv_3x3", 2), ("skip_connect", 2)))
+  # reduce: conv/skip weights swapped; only combination (0, 1) survives; 0.05 is kept
+  assert genotype.reduce[1] == (("conv_3x3", 0), ("skip_connect", 0), ("conv_3x3", 1),
+                                ("skip_connect", 1))
+
+
+def test_threshold_rule_without_input_weights_keeps_every_input():
+  genotype = genotype_lib.derive_threshold(_mixture(), None, OPS, 2, threshold=0.5)
+  assert genotype.normal == ((("skip_connect", 1),), (("conv_3x3", 0),))
+
+
+def test_picture_is_written(tmp_path):
+  path = visualize.plot_genotype(AUTOMETA_GENOTYPE, tmp_path / "cells" / "g.png", "Auto-Meta")
+  del path
+  image = Image.open(tmp_path / "cells" / "g.png")
+  assert image.width > 300 and image.height > 300
+
+
+def test_autometa_and_reptile_networks():
+  assert AUTOMETA_GENOTYPE.num_nodes == 5
+  net = autometa_network(5)
+  net.build((None, 28, 28, 1))
+  assert net(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 5)
+  reptile = reptile_network(5)
+  reptile.build((None, 28, 28, 1))
+  # 4 x (3x3 conv + bias + BN gamma/beta), 64 filters; 2x2x64 flattened -> 5 ways
+  assert sum(int(np.prod(v.shape)) for v in reptile.weight_variables) == (
+      (9 * 1 * 64 + 64 + 128) + 3 * (9 * 64 * 64 + 64 + 128) + (256 * 5 + 5))
+  mini = reptile_network(5, "mini_imagenet")
+  mini.build((None, 84, 84, 3))
+  assert mini.classifier.kernel.shape == (6 * 6 * 32, 5)
