@@ -120,7 +120,11 @@ def float64():
 
 
 def test_second_order_meta_gradient_matches_finite_differences(float64):
-  """d/d(w, a) of L_query(theta - lr * grad L_support(theta)), theta = (w, a)."""
+  """d/d(w, a) of L_query(theta - lr * grad L_support(theta)), theta = (w, a).
+
+  ReLU and pooling kinks make finite differences unreliable where a perturbation crosses
+  one; a fixed initialization and a small step in float64 keep clear of them."""
+  keras.utils.set_random_seed(1234)
   net = SearchNetwork(**TINY)
   net.build((None, 8, 8, 1))
   rng = np.random.default_rng(0)
@@ -148,17 +152,18 @@ def test_second_order_meta_gradient_matches_finite_differences(float64):
   assert all(np.abs(g).max() > 0 for g in meta_grad[:n_w])  # reaches every initial weight
   for seed in range(3):
     d = [tf.constant(np.random.default_rng(seed).normal(size=t.shape)) for t in theta]
-    eps = 1e-5
+    eps = 1e-7
     plus = meta_loss([t + eps * u for t, u in zip(theta, d)])
     minus = meta_loss([t - eps * u for t, u in zip(theta, d)])
     numeric = float(plus - minus) / (2 * eps)
     analytic = sum(float(tf.reduce_sum(g * u)) for g, u in zip(meta_grad, d))
-    assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-8)
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9)
 
 
 def test_first_order_part_differs_from_second_order(float64):
   """The Hessian term matters: dropping it (stop_gradient on the inner gradient) changes
   the meta-gradient, so the second-order test above could fail."""
+  keras.utils.set_random_seed(1234)
   net = SearchNetwork(**TINY)
   net.build((None, 8, 8, 1))
   x, y = np.random.default_rng(1).uniform(size=(6, 8, 8, 1)), np.arange(6) % 3
