@@ -1,0 +1,1 @@
+"""Meta-learning engine: pure inner optimizers, the functional inner loop, meta-learners."""

@@ -1,0 +1,330 @@
+"""Meta-learners: MAML, first-order MAML, Reptile, and the MAML++ options.
+
+A MetaLearner owns a FunctionalModel and, for each parameter group it adapts ("weights",
+"arch"), an inner ParamGroup and a meta optimizer. One meta-iteration adapts every task of
+a meta-batch from the meta-parameters and updates them:
+
+  MAML (Finn et al. 2017):   theta <- MetaOpt(theta, mean_T grad_theta L_Q(U^k(theta)))
+  first-order MAML:          the same with the inner gradients held constant
+  Reptile (Nichol et al.):   theta <- theta + eps_t * mean_T (U^k(theta) - theta),
+                             eps_t annealed linearly (a Linear schedule)
+
+MAML++ (Antoniou et al. 2019) options: multi-step loss with annealed per-step weights,
+per-layer per-step learnable inner learning rates (LSLR), derivative-order annealing
+(first order for the first `first_order_iterations`), cosine meta learning rate (a Cosine
+schedule). All tasks and inner steps of a meta-iteration run in one tf.function.
+"""
+
+import functools
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_metanas.data import episodes as episodes_lib
+from tf_metanas.meta import inner_loop
+from tf_metanas.meta import schedules
+
+ALGORITHMS = ("maml", "fomaml", "reptile")
+METRICS = ("query_loss", "query_accuracy", "support_loss_first", "support_loss_last")
+
+
+def _variables_of(model, group):
+  if group == "weights":
+    return model.weight_variables
+  if group == "arch":
+    return model.arch_variables
+  raise ValueError(f"unknown parameter group {group!r}; use 'weights' or 'arch'")
+
+
+def default_forward(model, params, images, step):
+  """Logits of `model` with the group tensors in `params` (weights, and arch if present)."""
+  del step
+  return model.functional_call(params["weights"], images, arch=params.get("arch"),
+                               training=True)
+
+
+def cross_entropy(logits, labels):
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+
+def accuracy(logits, labels):
+  return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                                tf.float32))
+
+
+def to_float(images):
+  """uint8 images to float32 in [0, 1]."""
+  return tf.cast(images, tf.float32) / 255.0
+
+
+def multi_step_weights(num_steps, step, anneal_iterations):
+  """MAML++ multi-step loss weights: uniform 1/K at first, annealed linearly so that the
+  last step's weight reaches 1 - (K - 1) * 0.03 / K after `anneal_iterations`, the others
+  falling to 0.03 / K."""
+  k = float(num_steps)
+  frac = tf.minimum(tf.cast(step, tf.float32) / max(anneal_iterations, 1), 1.0)
+  floor = 0.03 / k
+  others = 1.0 / k - frac * (1.0 / k - floor)
+  last = 1.0 - (k - 1.0) * others
+  return tf.concat([tf.fill([num_steps - 1], others), [last]], 0)
+
+
+@gin.configurable(module="tf_metanas.meta")
+class MetaLearner:
+  """Meta-learns the initial parameters (weights, architecture) of a FunctionalModel.
+
+  Args:
+    model: a built FunctionalModel (SearchNetwork, FixedNetwork, Conv4, ...).
+    algorithm: "maml" (second order), "fomaml" or "reptile".
+    inner_groups: the ParamGroups adapted in the inner loop (default: weights, SGD 0.01).
+    train_phases: inner-loop phases during meta-training.
+    test_phases: inner-loop phases when adapting to a new task (meta-test protocol).
+    meta_learning_rates: group name -> float or schedule: the meta optimizer's learning
+      rate (MAML: Adam) or Reptile's outer step size eps.
+    meta_optimizer: "adam" or "sgd" for MAML-style updates (Reptile always applies its
+      exact step, i.e. SGD on theta - mean adapted).
+    joint: one backward pass per inner step for all groups (False: alternate groups).
+    multi_step_loss_iterations: > 0 enables the MAML++ multi-step loss, annealed over this
+      many meta-iterations.
+    learnable_inner_lr: MAML++ LSLR: per-step, per-tensor inner learning rates meta-learned
+      with the weights (MAML / first-order MAML only).
+    first_order_iterations: MAML++ derivative-order annealing: first order before this
+      meta-iteration, second order after.
+    forward: (model, params, images, step) -> logits; methods plug their parametrization
+      (e.g. temperature-annealed mixtures) in here.
+  """
+
+  def __init__(self, model, algorithm="maml", inner_groups=(inner_loop.ParamGroup(),),
+               train_phases=(inner_loop.Phase(5),), test_phases=(inner_loop.Phase(10),),
+               meta_learning_rates=None, meta_optimizer="adam", joint=True,
+               multi_step_loss_iterations=0, learnable_inner_lr=False,
+               first_order_iterations=0, forward=default_forward):
+    if algorithm not in ALGORITHMS:
+      raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+    if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations):
+      raise ValueError("LSLR and the multi-step loss need query gradients: use MAML")
+    self.model, self.algorithm, self.joint = model, algorithm, joint
+    self.groups = {g.name: g for g in inner_groups}
+    self.train_phases, self.test_phases = tuple(train_phases), tuple(test_phases)
+    self.multi_step_loss_iterations = int(multi_step_loss_iterations)
+    self.first_order_iterations = int(first_order_iterations)
+    self.forward = forward
+    rates = meta_learning_rates or {name: 1e-3 for name in self.groups}
+    self.variables = {name: _variables_of(model, name) for name in self.groups}
+    for name, variables in self.variables.items():
+      if not variables:
+        raise ValueError(f"group {name!r} has no variables in {type(model).__name__}")
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
+    self.inner_lrs = {}
+    if learnable_inner_lr:
+      steps = inner_loop.total_steps(self.train_phases)
+      self.inner_lrs = {name: [tf.Variable(tf.fill([steps], float(g.learning_rate)),
+                                           name=f"inner_lr_{name}_{i}")
+                               for i in range(len(self.variables[name]))]
+                        for name, g in self.groups.items()}
+    self.meta_optimizers = {}
+    for name in self.groups:
+      rate = rates[name]
+      if algorithm == "reptile" or meta_optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=rate)
+      elif meta_optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
+      else:
+        raise ValueError(f"unknown meta_optimizer {meta_optimizer!r}; use 'adam' or 'sgd'")
+      optimizer.build(self._meta_variables(name))
+      self.meta_optimizers[name] = optimizer
+    self._train_fns = {}
+    self._eval_fn = tf.function(self._evaluate_batch)
+
+  # ---- pieces ---------------------------------------------------------------------------
+
+  def _meta_variables(self, name):
+    return self.variables[name] + self.inner_lrs.get(name, [])
+
+  def _initial_params(self):
+    return {name: [v.value for v in variables] for name, variables in self.variables.items()}
+
+  def _lr_tensors(self):
+    """LSLR variables as [step][tensor] learning rates per group."""
+    if not self.inner_lrs:
+      return None
+    steps = inner_loop.total_steps(self.train_phases)
+    return {name: [[lr[s] for lr in lrs] for s in range(steps)]
+            for name, lrs in self.inner_lrs.items()}
+
+  def _support_loss(self, task):
+    images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
+                               task["support_batches"])
+
+    def loss_fn(params, step):
+      index = batches[step]
+      logits = self.forward(self.model, params, tf.gather(images, index), step)
+      return cross_entropy(logits, tf.gather(labels, index))
+
+    return loss_fn
+
+  def _query(self, task, params, step):
+    logits = self.forward(self.model, params, to_float(task["query_images"]), step)
+    return cross_entropy(logits, task["query_labels"]), accuracy(logits, task["query_labels"])
+
+  def _adapt(self, task, params, phases, first_order, learning_rates=None):
+    return inner_loop.adapt(self._support_loss(task), params, self.groups, phases,
+                            first_order=first_order, joint=self.joint,
+                            learning_rates=learning_rates)
+
+  # ---- one task -------------------------------------------------------------------------
+
+  def _maml_task(self, task, first_order):
+    """Meta-gradient of one task: d L_Q(U^k(theta)) / d theta (and d / d inner lrs)."""
+    params = self._initial_params()
+    sources = [t for name in self.groups for t in params[name]]
+    lrs = [v for name in self.groups for v in self.inner_lrs.get(name, [])]
+    steps = inner_loop.total_steps(self.train_phases)
+    with tf.GradientTape() as tape:
+      tape.watch(sources)
+      trajectory, losses = self._adapt(task, params, self.train_phases, first_order,
+                                       self._lr_tensors())
+      if self.multi_step_loss_iterations:
+        weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
+        query = [self._query(task, trajectory[s + 1], s) for s in range(steps)]
+        loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
+        acc = query[-1][1]
+      else:
+        loss, acc = self._query(task, trajectory[-1], steps)
+    grads = tape.gradient(loss, sources + lrs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    metrics = {"query_loss": loss, "query_accuracy": acc, "support_loss_first": losses[0],
+               "support_loss_last": losses[-1]}
+    return grads, metrics
+
+  def _reptile_task(self, task):
+    """Reptile direction of one task: U^k(theta) - theta."""
+    params = self._initial_params()
+    trajectory, losses = self._adapt(task, params, self.train_phases, first_order=True)
+    final = trajectory[-1]
+    diffs = [tf.stop_gradient(a) - p for name in self.groups
+             for a, p in zip(final[name], params[name])]
+    loss, acc = self._query(task, final, len(losses))
+    metrics = {"query_loss": loss, "query_accuracy": acc, "support_loss_first": losses[0],
+               "support_loss_last": losses[-1]}
+    return diffs, metrics
+
+  # ---- one meta-iteration ---------------------------------------------------------------
+
+  def _zero_accumulator(self):
+    directions = [tf.zeros_like(v) for name in self.groups for v in self._meta_variables(name)]
+    if self.algorithm == "reptile":
+      directions = directions[:sum(len(self.variables[n]) for n in self.groups)]
+    return directions, {k: tf.constant(0.0) for k in METRICS}
+
+  def _over_tasks(self, body, batch):
+    """Mean of body(task) over the tasks of a meta-batch, in a tf.while_loop."""
+    num_tasks = batch["support_images"].shape[0]
+    zeros = self._zero_accumulator()
+
+    def step(i, total):
+      task = tf.nest.map_structure(lambda t: t[i], batch)
+      return i + 1, tf.nest.map_structure(tf.add, total, body(task))
+
+    _, total = tf.while_loop(lambda i, _: i < num_tasks, step, (tf.constant(0), zeros))
+    return tf.nest.map_structure(lambda t: t / num_tasks, total)
+
+  def _train_step(self, batch, first_order):
+    if self.algorithm == "reptile":
+      body = lambda task: self._reptile_task(task)
+    else:
+      body = lambda task: self._maml_task(task, first_order)
+    directions, metrics = self._over_tasks(body, batch)
+    start = 0
+    for name in self.groups:
+      variables = self._meta_variables(name)
+      part = directions[start:start + len(variables)]
+      start += len(variables)
+      if self.algorithm == "reptile":
+        # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
+        part = [-d for d in part]
+      self.meta_optimizers[name].apply_gradients(zip(part, variables))
+    self.step.assign_add(1)
+    return metrics
+
+  def first_order_now(self):
+    """Whether the next meta-iteration uses first-order gradients."""
+    return self.algorithm == "fomaml" or int(self.step.numpy()) < self.first_order_iterations
+
+  def train_step(self, batch):
+    """One meta-iteration on a meta-batch (dict of [tasks, ...] tensors); returns metrics.
+
+    The compiled function is traced once per derivative order (at most twice in a run).
+    """
+    first_order = self.first_order_now() if self.algorithm != "reptile" else True
+    if first_order not in self._train_fns:
+      self._train_fns[first_order] = tf.function(
+          functools.partial(self._train_step, first_order=first_order))
+    return self._train_fns[first_order](batch)
+
+  # ---- adaptation to new tasks ----------------------------------------------------------
+
+  def _evaluate_batch(self, batch):
+    params = self._initial_params()
+
+    def one(task):
+      trajectory, _ = self._adapt(task, params, self.test_phases, first_order=True)
+      final = tf.nest.map_structure(tf.stop_gradient, trajectory[-1])
+      return self._query(task, final, inner_loop.total_steps(self.test_phases))
+
+    return tf.map_fn(one, batch, fn_output_signature=(tf.float32, tf.float32))
+
+  def evaluate_batch(self, batch):
+    """Adapts afresh to each task of `batch` with the test phases: (losses, accuracies)."""
+    return self._eval_fn(batch)
+
+  def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):
+    """Adapts the meta-learned parameters to one new task.
+
+    Args:
+      support_images: [N * K, H, W, C] uint8 (or float in [0, 255]) images.
+      support_labels: [N * K] int labels in 0..N-1.
+      phases: inner-loop phases (default: the test phases).
+      inner_batch_size: mini-batch size per step (default: the whole support set).
+      seed: seed of the mini-batch order.
+
+    Returns:
+      An AdaptedModel whose `predict(images)` gives logits.
+    """
+    phases = tuple(phases or self.test_phases)
+    images = tf.convert_to_tensor(support_images)
+    size = int(images.shape[0])
+    task = {"support_images": images,
+            "support_labels": tf.convert_to_tensor(support_labels, tf.int32),
+            "support_batches": tf.constant(episodes_lib.support_batches(
+                np.random.default_rng(seed), size, inner_batch_size or size,
+                inner_loop.total_steps(phases)))}
+    trajectory, losses = tf.function(
+        lambda t: self._adapt(t, self._initial_params(), phases, first_order=True))(task)
+    return AdaptedModel(self, trajectory[-1], [float(l) for l in losses])
+
+  def checkpoint_items(self):
+    """Everything meta-training state consists of, for tf.train.Checkpoint."""
+    items = {"model": self.model, "meta_step": self.step}
+    items.update({f"meta_optimizer_{n}": o for n, o in self.meta_optimizers.items()})
+    for name, lrs in self.inner_lrs.items():
+      items.update({f"inner_lr_{name}_{i}": v for i, v in enumerate(lrs)})
+    return items
+
+
+class AdaptedModel:
+  """A meta-learned model adapted to one task: parameters held as tensors."""
+
+  def __init__(self, learner, params, support_losses):
+    self.learner, self.params, self.support_losses = learner, params, support_losses
+
+  def predict(self, images):
+    """Logits for `images` (uint8 or float in [0, 255]); batch statistics in BatchNorm, as
+    during adaptation (transductive, as MAML and REPTILE evaluate)."""
+    steps = inner_loop.total_steps(self.learner.test_phases)
+    return self.learner.forward(self.learner.model, self.params,
+                                to_float(tf.convert_to_tensor(images)), steps)
+
+  def accuracy(self, images, labels):
+    return float(accuracy(self.predict(images), tf.convert_to_tensor(labels, tf.int32)))

@@ -1,0 +1,1 @@
+"""Runner: outer loop, checkpoints, summaries, evaluation."""

@@ -1,0 +1,190 @@
+"""Runner: the outer loop around a MetaLearner, with everything a run needs in its model_dir.
+
+model_dir/
+  operative_config.gin     the gin bindings in force
+  ckpt-*                   tf.train.CheckpointManager checkpoints: model, meta optimizers,
+                           meta step (= the episode sampler's position), inner lrs
+  train/, eval/            TensorBoard events: Train/..., Eval/... scalars, the config text
+  results.json             final meta-test: mean accuracy, 95% CI, tasks, parameters
+"""
+
+import json
+import pathlib
+import time
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_metanas.data import episodes as episodes_lib
+from tf_metanas.data import registry
+from tf_metanas.data import synthetic
+from tf_metanas.meta import inner_loop
+from tf_metanas.meta import learner as learner_lib
+
+
+def confidence_interval(accuracies):
+  """(mean, half-width of the 95% confidence interval = 1.96 * std / sqrt(n))."""
+  accuracies = np.asarray(accuracies, np.float64)
+  mean = float(accuracies.mean())
+  if accuracies.size < 2:
+    return mean, float("nan")
+  return mean, float(1.96 * accuracies.std(ddof=1) / np.sqrt(accuracies.size))
+
+
+@gin.configurable(module="tf_metanas.train")
+def load_splits(name="glyphs", synthetic_image_shape=None, **kwargs):
+  """The dataset's meta-train/val/test stores (gin-bindable `load_dataset` arguments).
+
+  With `synthetic_image_shape` (H, W, C), a small class-structured prototype dataset of
+  that shape stands in for the real one (smoke tests of a configuration).
+  """
+  if synthetic_image_shape:
+    h, _, c = synthetic_image_shape
+    return synthetic.prototype_splits(num_classes=(20, 10, 10), per_class=20, size=h,
+                                      channels=c)
+  return registry.load_dataset(name, **kwargs)
+
+
+@gin.configurable(module="tf_metanas.train")
+class Runner:
+  """Meta-trains, meta-validates and meta-tests one MetaLearner.
+
+  Args:
+    model_dir: where checkpoints, events, the operative config and results go.
+    network: callable num_classes -> FunctionalModel (e.g. @reptile_network).
+    learner: callable model -> MetaLearner (e.g. @MetaLearner with its bindings).
+    train_spec: EpisodeSpec of meta-training tasks (inner_steps is set from the learner).
+    test_spec: EpisodeSpec of meta-validation / meta-test tasks.
+    meta_batch_size: tasks per meta-iteration.
+    num_iterations: meta-iterations in all.
+    eval_every: meta-iterations between meta-validations (0: never).
+    eval_tasks: tasks per meta-validation.
+    test_tasks: tasks of the final meta-test (>= 600 by default, as the papers report).
+    test_batch_size: tasks adapted per compiled evaluation call.
+    checkpoint_every: meta-iterations between checkpoints.
+    log_every: meta-iterations between Train/ summaries and progress lines.
+    seed: seeds initialization and the episode samplers.
+    splits: dict split -> ImageStore (default: `load_splits()` from gin).
+  """
+
+  def __init__(self, model_dir, network, learner, train_spec=None, test_spec=None,
+               meta_batch_size=4, num_iterations=1000, eval_every=500, eval_tasks=100,
+               test_tasks=600, test_batch_size=20, checkpoint_every=100, log_every=10, seed=0,
+               splits=None, max_checkpoints=3):
+    self.model_dir = pathlib.Path(model_dir)
+    self.meta_batch_size, self.num_iterations = int(meta_batch_size), int(num_iterations)
+    self.eval_every, self.eval_tasks, self.test_tasks = eval_every, eval_tasks, test_tasks
+    self.test_batch_size, self.checkpoint_every = test_batch_size, checkpoint_every
+    self.log_every, self.seed = log_every, seed
+    splits = splits if splits is not None else load_splits()
+    train_spec = train_spec or episodes_lib.EpisodeSpec()
+    test_spec = test_spec or train_spec
+    keras.utils.set_random_seed(seed)
+    self.model = network(num_classes=train_spec.num_ways)
+    self.model.build((None,) + splits["train"].image_shape)
+    self.learner = learner(self.model)
+    train_spec = episodes_lib.EpisodeSpec(
+        train_spec.num_ways, train_spec.num_shots, train_spec.num_queries,
+        train_spec.inner_batch_size, inner_loop.total_steps(self.learner.train_phases))
+    test_spec = episodes_lib.EpisodeSpec(
+        test_spec.num_ways, test_spec.num_shots, test_spec.num_queries,
+        test_spec.inner_batch_size, inner_loop.total_steps(self.learner.test_phases))
+    # Every spec is checked against its split here, before any training.
+    self.samplers = {
+        "train": episodes_lib.EpisodeSampler(splits["train"], train_spec, seed, "meta-train"),
+        "val": episodes_lib.EpisodeSampler(splits["val"], test_spec, seed + 1, "meta-val"),
+        "test": episodes_lib.EpisodeSampler(splits["test"], test_spec, seed + 2, "meta-test"),
+    }
+    self.checkpoint = tf.train.Checkpoint(**self.learner.checkpoint_items())
+    self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.model_dir),
+                                              max_to_keep=max_checkpoints)
+    self.writers = {name: tf.summary.create_file_writer(str(self.model_dir / name))
+                    for name in ("train", "eval")}
+
+  @property
+  def parameter_count(self):
+    return int(sum(np.prod(v.shape) for v in self.model.weight_variables))
+
+  def _write_config(self):
+    self.model_dir.mkdir(parents=True, exist_ok=True)
+    config = gin.operative_config_str()
+    (self.model_dir / "operative_config.gin").write_text(config)
+    with self.writers["train"].as_default():
+      tf.summary.text("operative_config", "    " + config.replace("\n", "\n    "), step=0)
+
+  def restore(self):
+    """Restores the latest checkpoint, if any; returns the meta step to continue from."""
+    if self.manager.latest_checkpoint:
+      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+      logging.info("Restored %s (meta step %d)", self.manager.latest_checkpoint,
+                   int(self.learner.step.numpy()))
+    return int(self.learner.step.numpy())
+
+  def evaluate(self, split, num_tasks):
+    """Adapts afresh to `num_tasks` tasks of `split`; returns (mean acc, 95% CI, mean loss)."""
+    sampler = self.samplers[split]
+    batches = -(-num_tasks // self.test_batch_size)
+    accuracies, losses = [], []
+    for batch in sampler.dataset(self.test_batch_size, num_batches=batches):
+      loss, acc = self.learner.evaluate_batch(batch)
+      accuracies.extend(acc.numpy().tolist())
+      losses.extend(loss.numpy().tolist())
+    mean, ci = confidence_interval(accuracies[:num_tasks])
+    return mean, ci, float(np.mean(losses[:num_tasks]))
+
+  def train(self):
+    """Meta-trains from the latest checkpoint (or from scratch) to num_iterations."""
+    self._write_config()
+    start = self.restore()
+    if start >= self.num_iterations:
+      return
+    data = iter(self.samplers["train"].dataset(self.meta_batch_size, start_batch=start,
+                                                num_batches=self.num_iterations - start))
+    tick, tick_step = time.perf_counter(), start
+    for step in range(start + 1, self.num_iterations + 1):
+      metrics = self.learner.train_step(next(data))
+      if step % self.log_every == 0 or step == self.num_iterations:
+        rate = (step - tick_step) / (time.perf_counter() - tick)
+        tick, tick_step = time.perf_counter(), step
+        with self.writers["train"].as_default():
+          for key, value in metrics.items():
+            tf.summary.scalar(f"Train/{key}", value, step=step)
+          tf.summary.scalar("Train/iterations_per_second", rate, step=step)
+        logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f  %.2f it/s  ETA %.0f s",
+                     step, self.num_iterations, float(metrics["query_accuracy"]),
+                     float(metrics["query_loss"]), rate, (self.num_iterations - step) / rate)
+      if step % self.checkpoint_every == 0 or step == self.num_iterations:
+        self.manager.save(checkpoint_number=step)
+      if self.eval_every and step % self.eval_every == 0:
+        self._log_eval("val", self.eval_tasks, step)
+
+  def _log_eval(self, split, num_tasks, step):
+    mean, ci, loss = self.evaluate(split, num_tasks)
+    with self.writers["eval"].as_default():
+      tf.summary.scalar(f"Eval/{split}_accuracy", mean, step=step)
+      tf.summary.scalar(f"Eval/{split}_accuracy_ci95", ci, step=step)
+      tf.summary.scalar(f"Eval/{split}_loss", loss, step=step)
+    logging.info("meta-%s at %d: accuracy %.4f +- %.4f over %d tasks", split, step, mean, ci,
+                 num_tasks)
+    return mean, ci
+
+  def test(self, results_name="results.json"):
+    """The final meta-test: writes and returns the results (mean accuracy, 95% CI, ...)."""
+    step = int(self.learner.step.numpy())
+    mean, ci = self._log_eval("test", self.test_tasks, step)
+    results = {"accuracy": mean, "ci95": ci, "num_tasks": self.test_tasks,
+               "parameters": self.parameter_count, "meta_iterations": step,
+               "num_ways": self.samplers["test"].spec.num_ways,
+               "num_shots": self.samplers["test"].spec.num_shots}
+    (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
+    return results
+
+  def run(self):
+    self.train()
+    results = self.test()
+    for writer in self.writers.values():
+      writer.flush()
+    return results

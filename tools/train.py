@@ -1,0 +1,38 @@
+r"""Meta-trains and meta-tests a configuration: flags -> gin -> Runner.
+
+  python tools/train.py --gin_file=gin_configs/experiments/baselines/reptile_glyphs_5w1s.gin \
+      --model_dir=runs/reptile_glyphs
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import gin
+
+from tf_metanas import configurables
+from tf_metanas.train import runner as runner_lib
+
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
+_GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings, after the files.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go.", required=True)
+
+
+def main(argv):
+  del argv
+  try:
+    configurables.parse(_GIN_FILES.value, _GIN_PARAMS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
+  gin.finalize()
+  results = runner.run()
+  logging.info("meta-test accuracy %.2f%% +- %.2f%% (95%% CI, %d tasks), %d parameters",
+               100 * results["accuracy"], 100 * results["ci95"], results["num_tasks"],
+               results["parameters"])
+  logging.info("results: %s/results.json; TensorBoard: tensorboard --logdir %s",
+               _MODEL_DIR.value, _MODEL_DIR.value)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main)
