@@ -46,7 +46,8 @@ class Adam:
 
   def init(self, params):
     zeros = [tf.zeros_like(p) for p in params]
-    return (tf.constant(0.0), zeros, list(zeros))
+    dtype = params[0].dtype if params else tf.float32
+    return (tf.constant(0.0, dtype), zeros, list(zeros))
 
   def update(self, params, grads, state, lr, weight_decay=0.0):
     t, m, v = state

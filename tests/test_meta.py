@@ -1,0 +1,282 @@
+"""The engine's update rules, checked against numbers: optimizers, inner loop, MAML (second
+order = finite differences), first-order MAML (= a hand-built reference), Reptile (exact
+step), MAML++ options, schedules, one compiled meta-iteration."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_metanas.data import episodes
+from tf_metanas.data import synthetic
+from tf_metanas.meta import inner_loop
+from tf_metanas.meta import learner as learner_lib
+from tf_metanas.meta import optimizers
+from tf_metanas.meta import schedules
+from tf_metanas.search import Conv4
+
+
+def _batch(num_tasks=2, ways=3, shots=2, queries=2, steps=2, batch_size=None, seed=0):
+  store = synthetic.prototype_store(num_classes=8, per_class=10, size=8)
+  spec = episodes.EpisodeSpec(ways, shots, queries, batch_size, steps)
+  return next(iter(episodes.EpisodeSampler(store, spec, seed).dataset(num_tasks)))
+
+
+def _task(batch, i=0):
+  return {k: v[i] for k, v in batch.items()}
+
+
+def _learner(algorithm="maml", steps=2, lr=0.1, filters=2, optimizer=None, **kwargs):
+  keras.utils.set_random_seed(0)
+  net = Conv4(3, filters=filters)
+  net.build((None, 8, 8, 1))
+  optimizer = optimizer or optimizers.SGD()
+  return learner_lib.MetaLearner(
+      net, algorithm, inner_groups=(inner_loop.ParamGroup("weights", optimizer, lr),),
+      train_phases=(inner_loop.Phase(steps),), test_phases=(inner_loop.Phase(steps),),
+      **kwargs)
+
+
+# ---- pure optimizers and schedules --------------------------------------------------------
+
+
+def test_sgd_with_weight_decay():
+  params, grads = [tf.constant([1.0, -2.0])], [tf.constant([0.5, 0.5])]
+  new, _ = optimizers.SGD().update(params, grads, (), lr=0.1, weight_decay=0.01)
+  np.testing.assert_allclose(new[0], [1.0 - 0.1 * (0.5 + 0.01), -2.0 - 0.1 * (0.5 - 0.02)])
+
+
+def test_adam_matches_its_formula_over_three_steps():
+  adam = optimizers.Adam(beta1=0.5, beta2=0.9, epsilon=1e-8)
+  p = np.array([1.0, -1.0])
+  params, state = [tf.constant(p)], adam.init([tf.constant(p)])
+  m = v = np.zeros(2)
+  for t, g in enumerate([np.array([0.1, -0.3]), np.array([0.2, 0.1]), np.array([-0.5, 0.4])], 1):
+    params, state = adam.update(params, [tf.constant(g)], state, lr=0.01, weight_decay=0.1)
+    g = g + 0.1 * p
+    m, v = 0.5 * m + 0.5 * g, 0.9 * v + 0.1 * g ** 2
+    p = p - 0.01 * (m / (1 - 0.5 ** t)) / (np.sqrt(v / (1 - 0.9 ** t)) + 1e-8)
+    np.testing.assert_allclose(params[0], p, rtol=1e-10)
+
+
+def test_reptile_adam_with_beta1_zero_has_no_momentum():
+  adam = optimizers.Adam(beta1=0.0)
+  params, state = [tf.constant([0.0])], adam.init([tf.constant([0.0])])
+  params, state = adam.update(params, [tf.constant([1.0])], state, lr=0.1)
+  _, (_, m, _) = adam.update(params, [tf.constant([-3.0])], state, lr=0.1)
+  np.testing.assert_allclose(m[0], [-3.0])
+
+
+@pytest.mark.parametrize("schedule, points", [
+    (schedules.Linear(1.0, 0.0, 100), {0: 1.0, 50: 0.5, 100: 0.0, 500: 0.0}),
+    (schedules.Cosine(1e-3, 1e-5, 10), {0: 1e-3, 5: (1e-3 + 1e-5) / 2, 10: 1e-5, 99: 1e-5}),
+])
+def test_schedules_hit_their_end_values(schedule, points):
+  for step, value in points.items():
+    assert float(schedule(step)) == pytest.approx(value, rel=1e-6, abs=1e-9)
+
+
+# ---- inner loop -------------------------------------------------------------------------
+
+
+def test_inner_loss_falls():
+  learner = _learner(steps=8, lr=0.5, filters=8)
+  batch = _batch(steps=8)
+  trajectory, losses = learner._adapt(_task(batch), learner._initial_params(),
+                                      learner.train_phases, first_order=True)
+  losses = [float(l) for l in losses]
+  assert len(trajectory) == 9
+  assert losses[-1] < 0.5 * losses[0]
+
+
+def test_phases_move_only_their_groups():
+  params = {"weights": [tf.constant(1.0)], "arch": [tf.constant(1.0)]}
+  groups = {"weights": inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),
+            "arch": inner_loop.ParamGroup("arch", optimizers.SGD(), 0.1)}
+  loss_fn = lambda p, step: p["weights"][0] ** 2 + p["arch"][0] ** 2
+  phases = (inner_loop.Phase(2, ("weights", "arch")), inner_loop.Phase(3, ("weights",)))
+  trajectory, _ = inner_loop.adapt(loss_fn, params, groups, phases)
+  assert float(trajectory[-1]["weights"][0]) == pytest.approx(0.8 ** 5)
+  assert float(trajectory[-1]["arch"][0]) == pytest.approx(0.8 ** 2)
+
+
+def test_alternating_updates_see_the_other_group_moved():
+  params = {"weights": [tf.constant(1.0)], "arch": [tf.constant(2.0)]}
+  groups = {"arch": inner_loop.ParamGroup("arch", optimizers.SGD(), 0.1),
+            "weights": inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1)}
+  loss_fn = lambda p, step: p["weights"][0] * p["arch"][0]
+  phases = (inner_loop.Phase(1, ("weights", "arch")),)
+  joint, _ = inner_loop.adapt(loss_fn, params, groups, phases, joint=True)
+  alternating, _ = inner_loop.adapt(loss_fn, params, groups, phases, joint=False)
+  assert float(joint[-1]["weights"][0]) == pytest.approx(1.0 - 0.1 * 2.0)
+  # arch first: a = 2 - 0.1 * 1 = 1.9; then weights see it: w = 1 - 0.1 * 1.9
+  assert float(alternating[-1]["arch"][0]) == pytest.approx(1.9)
+  assert float(alternating[-1]["weights"][0]) == pytest.approx(0.81)
+
+
+# ---- MAML, first-order MAML, Reptile ------------------------------------------------------
+
+
+@pytest.fixture
+def float64():
+  keras.config.set_floatx("float64")
+  keras.config.set_dtype_policy("float64")
+  yield
+  keras.config.set_floatx("float32")
+  keras.config.set_dtype_policy("float32")
+
+
+def _query_loss_after_adaptation(learner, task, values):
+  """L_Q(U^k(theta)) with theta = values, computed without the learner's meta-gradient."""
+  params = {"weights": values}
+  trajectory, _ = learner._adapt(task, params, learner.train_phases, first_order=False)
+  return learner._query(task, trajectory[-1], 0)[0]
+
+
+def test_maml_meta_gradient_matches_finite_differences(float64):
+  learner = _learner("maml", steps=2, lr=0.3)
+  task = _task(_batch())
+  grads, _ = learner._maml_task(task, first_order=False)
+  theta = [tf.constant(np.array(v)) for v in learner.variables["weights"]]
+  assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)  # reaches every weight
+  for seed in range(3):
+    d = [tf.constant(np.random.default_rng(seed).normal(size=t.shape)) for t in theta]
+    eps = 1e-7
+    plus = _query_loss_after_adaptation(learner, task, [t + eps * u for t, u in zip(theta, d)])
+    minus = _query_loss_after_adaptation(learner, task, [t - eps * u for t, u in zip(theta, d)])
+    numeric = float(plus - minus) / (2 * eps)
+    analytic = sum(float(tf.reduce_sum(tf.cast(g, tf.float64) * u)) for g, u in zip(grads, d))
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_first_order_maml_equals_hand_built_reference():
+  learner = _learner("fomaml", steps=1, lr=0.3)
+  task = _task(_batch(steps=1))
+  grads, _ = learner._maml_task(task, first_order=True)
+
+  net = learner.model
+  w = [v.value for v in net.weight_variables]
+  x_s = tf.gather(learner_lib.to_float(task["support_images"]), task["support_batches"][0])
+  y_s = tf.gather(task["support_labels"], task["support_batches"][0])
+  with tf.GradientTape() as tape:
+    tape.watch(w)
+    support = learner_lib.cross_entropy(net.functional_call(w, x_s), y_s)
+  adapted = [p - 0.3 * g for p, g in zip(w, tape.gradient(support, w))]
+  with tf.GradientTape() as tape:
+    tape.watch(adapted)
+    query = learner_lib.cross_entropy(
+        net.functional_call(adapted, learner_lib.to_float(task["query_images"])),
+        task["query_labels"])
+  reference = tape.gradient(query, adapted)
+  for g, r in zip(grads, reference):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)
+
+
+def test_maml_and_first_order_maml_differ():
+  learner = _learner("maml", steps=1, lr=0.3)
+  task = _task(_batch(steps=1))
+  second, _ = learner._maml_task(task, first_order=False)
+  first, _ = learner._maml_task(task, first_order=True)
+  assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(second, first)) > 1e-6
+
+
+def test_reptile_step_moves_meta_weights_by_eps_times_mean_difference():
+  """Inner SGD here: with Adam, the conv biases (which BatchNorm makes irrelevant, so their
+  gradients are float noise) would move by +-lr on the noise's sign, which differs between
+  this eager reference and the compiled step."""
+  learner = _learner("reptile", steps=3, lr=0.1,
+                     meta_learning_rates={"weights": schedules.Linear(0.5, 0.1, 10)})
+  for step, eps in enumerate([0.5, 0.46]):
+    batch = _batch(num_tasks=3, steps=3, seed=step)
+    before = [np.array(v) for v in learner.variables["weights"]]
+    adapted = []
+    for i in range(3):
+      trajectory, _ = learner._adapt(_task(batch, i), learner._initial_params(),
+                                     learner.train_phases, first_order=True)
+      adapted.append([np.array(a) for a in trajectory[-1]["weights"]])
+    learner.train_step(batch)
+    for k, v in enumerate(learner.variables["weights"]):
+      mean_adapted = np.mean([a[k] for a in adapted], axis=0)
+      expected = before[k] + eps * (mean_adapted - before[k])
+      np.testing.assert_allclose(np.array(v), expected, rtol=1e-5, atol=1e-6)
+    moved = max(np.abs(np.array(v) - b).max() for v, b in zip(learner.variables["weights"], before))
+    assert moved > 1e-3  # it really moved
+
+
+def test_maml_meta_update_applies_the_mean_meta_gradient():
+  learner = _learner("maml", steps=1, lr=0.3, meta_optimizer="sgd",
+                     meta_learning_rates={"weights": 0.1})
+  batch = _batch(num_tasks=2, steps=1)
+  before = [np.array(v) for v in learner.variables["weights"]]
+  per_task = [learner._maml_task(_task(batch, i), first_order=False)[0] for i in range(2)]
+  learner.train_step(batch)
+  for k, v in enumerate(learner.variables["weights"]):
+    mean_grad = (np.array(per_task[0][k]) + np.array(per_task[1][k])) / 2
+    np.testing.assert_allclose(np.array(v), before[k] - 0.1 * mean_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_compiled_meta_iteration_does_not_retrace():
+  learner = _learner("maml", steps=2)
+  for seed in range(4):
+    learner.train_step(_batch(seed=seed))
+  assert learner._train_fns[False].experimental_get_tracing_count() == 1
+  assert int(learner.step.numpy()) == 4
+
+
+def test_maml_overfits_one_episode():
+  learner = _learner("maml", steps=2, lr=0.5, filters=8,
+                     meta_learning_rates={"weights": 0.01})
+  batch = _batch(num_tasks=1, ways=3, shots=1, queries=3, steps=2)
+  for _ in range(40):
+    metrics = learner.train_step(batch)
+  assert float(metrics["query_accuracy"]) == 1.0
+
+
+# ---- MAML++ options -----------------------------------------------------------------------
+
+
+def test_multi_step_loss_weights_anneal_to_the_last_step():
+  start = learner_lib.multi_step_weights(5, 0, 100).numpy()
+  end = learner_lib.multi_step_weights(5, 100, 100).numpy()
+  np.testing.assert_allclose(start, [0.2] * 5, rtol=1e-6)
+  np.testing.assert_allclose(end, [0.006] * 4 + [1 - 4 * 0.006], rtol=1e-5)
+  assert end.sum() == pytest.approx(1.0)
+
+
+def test_learnable_inner_learning_rates_are_meta_learned():
+  learner = _learner("maml", steps=2, learnable_inner_lr=True, multi_step_loss_iterations=10)
+  assert len(learner.inner_lrs["weights"]) == len(learner.variables["weights"])
+  before = [np.array(v) for v in learner.inner_lrs["weights"]]
+  learner.train_step(_batch())
+  after = [np.array(v) for v in learner.inner_lrs["weights"]]
+  assert all(b.shape == (2,) for b in before)
+  assert any(not np.allclose(a, b) for a, b in zip(after, before))
+
+
+def test_derivative_order_annealing_switches_to_second_order():
+  learner = _learner("maml", steps=1, first_order_iterations=2)
+  orders = []
+  for seed in range(3):
+    orders.append(learner.first_order_now())
+    learner.train_step(_batch(steps=1, seed=seed))
+  assert orders == [True, True, False]
+  assert set(learner._train_fns) == {True, False}
+
+
+def test_reptile_rejects_options_that_need_query_gradients():
+  with pytest.raises(ValueError, match="LSLR"):
+    _learner("reptile", learnable_inner_lr=True)
+
+
+# ---- adaptation API ------------------------------------------------------------------------
+
+
+def test_adapt_returns_a_model_that_predicts_the_new_task():
+  learner = _learner("maml", steps=10, lr=0.5, filters=8)
+  task = _task(_batch(num_tasks=1, ways=3, shots=3, queries=5, steps=10))
+  adapted = learner.adapt(task["support_images"], task["support_labels"])
+  assert adapted.support_losses[-1] < adapted.support_losses[0]
+  assert adapted.predict(task["query_images"]).shape == (15, 3)
+  assert adapted.accuracy(task["query_images"], task["query_labels"]) >= 0.8
+  before = [np.array(v) for v in learner.variables["weights"]]
+  np.testing.assert_array_equal(before[0], np.array(learner.variables["weights"][0]))
