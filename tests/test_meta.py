@@ -193,6 +193,10 @@ def test_reptile_step_moves_meta_weights_by_eps_times_mean_difference():
     for i in range(3):
       trajectory, _ = learner._adapt(_task(batch, i), learner._initial_params(),
                                      learner.train_phases, first_order=True)
+      looped, _ = learner._adapt_loop(_task(batch, i), learner._initial_params(),
+                                      learner.train_phases)
+      for a, b in zip(trajectory[-1]["weights"], looped["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # unrolled == while_loop
       adapted.append([np.array(a) for a in trajectory[-1]["weights"]])
     learner.train_step(batch)
     for k, v in enumerate(learner.variables["weights"]):

@@ -55,6 +55,51 @@ def _gradients(loss_fn, params, names, step, first_order):
   return loss, split
 
 
+def _step(loss_fn, params, state, groups, moving, step, first_order, joint, learning_rates):
+  """One inner step: returns (params, state, loss)."""
+  passes = [moving] if joint else [[name] for name in moving]
+  for names in passes:
+    loss, grads = _gradients(loss_fn, params, names, step, first_order)
+    params, state = dict(params), dict(state)
+    for name in names:
+      group = groups[name]
+      lr = learning_rates[name][step] if learning_rates and name in learning_rates \
+          else group.learning_rate
+      params[name], state[name] = group.optimizer.update(
+          params[name], grads[name], state[name], lr, group.weight_decay)
+  return params, state, loss
+
+
+def adapt_loop(loss_fn, params, groups, phases, joint=True):
+  """First-order inner loop as a tf.while_loop per phase: a small graph for many steps.
+
+  For adaptation that is not differentiated through (meta-testing, Reptile). `loss_fn`
+  receives the step as a scalar tensor.
+
+  Returns:
+    (final params, losses [total steps]).
+  """
+  params = {name: list(values) for name, values in params.items()}
+  state = {name: groups[name].optimizer.init(params[name]) for name in groups if name in params}
+  losses, start = [], 0
+  for phase in phases:
+    moving = [name for name in groups if name in phase.groups and name in params]
+
+    def body(i, params, state, phase_losses, moving=moving, start=start):
+      params, state, loss = _step(loss_fn, params, state, groups, moving, start + i, True,
+                                  joint, None)
+      return i + 1, params, state, phase_losses.write(i, tf.cast(loss, tf.float32))
+
+    if phase.steps:
+      _, params, state, phase_losses = tf.while_loop(
+          lambda i, *_: i < phase.steps, body,
+          (tf.constant(0), params, state, tf.TensorArray(tf.float32, size=phase.steps)))
+      losses.append(phase_losses.stack())
+    start += phase.steps
+  params = tf.nest.map_structure(tf.stop_gradient, params)
+  return params, tf.concat(losses, 0)
+
+
 def adapt(loss_fn, params, groups, phases, first_order=False, joint=True,
           learning_rates=None):
   """Runs the inner loop.
@@ -81,16 +126,8 @@ def adapt(loss_fn, params, groups, phases, first_order=False, joint=True,
   for phase in phases:
     moving = [name for name in groups if name in phase.groups and name in params]
     for _ in range(phase.steps):
-      passes = [moving] if joint else [[name] for name in moving]
-      for names in passes:
-        loss, grads = _gradients(loss_fn, params, names, step, first_order)
-        params = dict(params)
-        for name in names:
-          group = groups[name]
-          lr = learning_rates[name][step] if learning_rates and name in learning_rates \
-              else group.learning_rate
-          params[name], state[name] = group.optimizer.update(
-              params[name], grads[name], state[name], lr, group.weight_decay)
+      params, state, loss = _step(loss_fn, params, state, groups, moving, step, first_order,
+                                  joint, learning_rates)
       losses.append(loss)
       trajectory.append(params)
       step += 1

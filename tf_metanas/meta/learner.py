@@ -198,14 +198,17 @@ class MetaLearner:
                "support_loss_last": losses[-1]}
     return grads, metrics
 
+  def _adapt_loop(self, task, params, phases):
+    """First-order adaptation in a tf.while_loop (meta-testing, Reptile)."""
+    return inner_loop.adapt_loop(self._support_loss(task), params, self.groups, phases,
+                                 joint=self.joint)
+
   def _reptile_task(self, task):
     """Reptile direction of one task: U^k(theta) - theta."""
     params = self._initial_params()
-    trajectory, losses = self._adapt(task, params, self.train_phases, first_order=True)
-    final = trajectory[-1]
-    diffs = [tf.stop_gradient(a) - p for name in self.groups
-             for a, p in zip(final[name], params[name])]
-    loss, acc = self._query(task, final, len(losses))
+    final, losses = self._adapt_loop(task, params, self.train_phases)
+    diffs = [a - p for name in self.groups for a, p in zip(final[name], params[name])]
+    loss, acc = self._query(task, final, inner_loop.total_steps(self.train_phases))
     metrics = {"query_loss": loss, "query_accuracy": acc, "support_loss_first": losses[0],
                "support_loss_last": losses[-1]}
     return diffs, metrics
@@ -269,8 +272,7 @@ class MetaLearner:
     params = self._initial_params()
 
     def one(task):
-      trajectory, _ = self._adapt(task, params, self.test_phases, first_order=True)
-      final = tf.nest.map_structure(tf.stop_gradient, trajectory[-1])
+      final, _ = self._adapt_loop(task, params, self.test_phases)
       return self._query(task, final, inner_loop.total_steps(self.test_phases))
 
     return tf.map_fn(one, batch, fn_output_signature=(tf.float32, tf.float32))
@@ -300,9 +302,9 @@ class MetaLearner:
             "support_batches": tf.constant(episodes_lib.support_batches(
                 np.random.default_rng(seed), size, inner_batch_size or size,
                 inner_loop.total_steps(phases)))}
-    trajectory, losses = tf.function(
-        lambda t: self._adapt(t, self._initial_params(), phases, first_order=True))(task)
-    return AdaptedModel(self, trajectory[-1], [float(l) for l in losses])
+    final, losses = tf.function(
+        lambda t: self._adapt_loop(t, self._initial_params(), phases))(task)
+    return AdaptedModel(self, final, losses.numpy().tolist())
 
   def checkpoint_items(self):
     """Everything meta-training state consists of, for tf.train.Checkpoint."""

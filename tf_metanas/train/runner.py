@@ -43,7 +43,7 @@ def load_splits(name="glyphs", synthetic_image_shape=None, **kwargs):
   """
   if synthetic_image_shape:
     h, _, c = synthetic_image_shape
-    return synthetic.prototype_splits(num_classes=(20, 10, 10), per_class=20, size=h,
+    return synthetic.prototype_splits(num_classes=(30, 25, 25), per_class=20, size=h,
                                       channels=c)
   return registry.load_dataset(name, **kwargs)
 

@@ -1,0 +1,206 @@
+"""Runner and binaries: meta-training beats chance, checkpoints resume exactly after SIGKILL,
+TensorBoard events hold the expected tags, results and configs land in the model dir, every
+shipped gin file parses and runs tiny, bad gin input is named."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from tf_metanas import configurables
+from tf_metanas import data
+from tf_metanas.data import synthetic
+from tf_metanas.train import runner as runner_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((ROOT / "gin_configs" / "experiments").rglob("*.gin"))
+TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
+IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1), "mini_imagenet": (84, 84, 3),
+                "fc100": (32, 32, 3)}
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def _parse(*files, params=()):
+  configurables.parse([str(f) for f in files], params)
+
+
+def test_confidence_interval():
+  mean, ci = runner_lib.confidence_interval([0.2, 0.4, 0.6, 0.8])
+  assert mean == pytest.approx(0.5)
+  assert ci == pytest.approx(1.96 * np.std([0.2, 0.4, 0.6, 0.8], ddof=1) / 2)
+
+
+def test_meta_test_default_is_600_tasks():
+  _parse(ROOT / "gin_configs" / "experiments" / "baselines" / "maml_glyphs_5w1s.gin")
+  assert gin.query_parameter("Runner.test_tasks") == 600
+
+
+def _tiny_runner(model_dir, algorithm_file="maml.gin", params=(), splits=None):
+  _parse(ROOT / "gin_configs" / "base" / "runner.gin",
+         ROOT / "gin_configs" / "methods" / algorithm_file, TINY, params=params)
+  splits = splits or synthetic.prototype_splits(num_classes=(12, 6, 6), size=8)
+  return runner_lib.Runner(model_dir=model_dir, splits=splits)
+
+
+def test_meta_training_on_prototypes_beats_chance_by_far(tmp_path):
+  runner = _tiny_runner(tmp_path, params=[
+      "Runner.num_iterations = 60", "Runner.test_tasks = 40", "Runner.test_batch_size = 20",
+      "Runner.eval_every = 0", "INNER_LR = 0.4", "train/Phase.steps = 2",
+      "test/Phase.steps = 3", "META_BATCH = 4", "Runner.network = @Conv4",
+      "Conv4.filters = 16"])
+  results = runner.run()
+  assert results["accuracy"] > 0.6  # chance is 0.2
+  assert results["num_tasks"] == 40 and results["parameters"] == runner.parameter_count
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["accuracy"] == results["accuracy"] and saved["ci95"] > 0
+  assert "Runner.num_iterations = 60" in (tmp_path / "operative_config.gin").read_text()
+
+
+def _tags(directory):
+  tags = set()
+  for path in pathlib.Path(directory).glob("events.out.tfevents.*"):
+    for record in tf.data.TFRecordDataset(str(path)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+def test_event_files_hold_train_and_eval_scalars_and_the_config(tmp_path):
+  _tiny_runner(tmp_path).run()
+  train_tags, eval_tags = _tags(tmp_path / "train"), _tags(tmp_path / "eval")
+  for key in ("query_loss", "query_accuracy", "support_loss_first", "support_loss_last",
+              "iterations_per_second"):
+    assert f"Train/{key}" in train_tags
+  assert "operative_config" in train_tags
+  assert {"Eval/val_accuracy", "Eval/val_accuracy_ci95", "Eval/test_accuracy"} <= eval_tags
+  accumulator = event_accumulator.EventAccumulator(str(tmp_path / "train"))
+  accumulator.Reload()
+  assert [e.step for e in accumulator.Tensors("Train/query_accuracy")] == [1, 2]
+
+
+def test_impossible_episode_spec_fails_before_training(tmp_path):
+  splits = synthetic.prototype_splits(num_classes=(12, 3, 6), size=8)
+  with pytest.raises(data.EpisodeSpecError, match="5-way .* meta-val has only 3"):
+    _tiny_runner(tmp_path, splits=splits)
+  assert not (tmp_path / "train").exists() or not list((tmp_path / "train").iterdir())
+
+
+# ---- binaries ---------------------------------------------------------------------------
+
+
+def _train_command(model_dir, *params):
+  command = [sys.executable, str(ROOT / "tools" / "train.py"), f"--model_dir={model_dir}",
+             f"--gin_file={ROOT / 'gin_configs/experiments/baselines/maml_glyphs_5w1s.gin'}",
+             f"--gin_file={TINY}", "--gin_param=load_splits.synthetic_image_shape = (8, 8, 1)"]
+  return command + [f"--gin_param={p}" for p in params]
+
+
+def _env():
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_DETERMINISTIC_OPS": "1"}
+
+
+def _final_weights(model_dir):
+  reader = tf.train.load_checkpoint(str(model_dir))
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+          if "model" in name or "optimizer" in name or "meta_step" in name}
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
+  params = ("Runner.num_iterations = 12", "Runner.eval_every = 0", "Runner.test_tasks = 2",
+            "META_BATCH = 2", "Runner.network = @Conv4", "Conv4.filters = 4",
+            "Runner.log_every = 1")
+  reference = subprocess.run(_train_command(tmp_path / "reference", *params), env=_env(),
+                             capture_output=True, text=True, timeout=600, check=False)
+  assert reference.returncode == 0, reference.stderr[-3000:]
+
+  interrupted = tmp_path / "interrupted"
+  process = subprocess.Popen(_train_command(interrupted, *params), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (interrupted / "ckpt-5.index").exists() and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert (interrupted / "ckpt-5.index").exists()
+  assert not (interrupted / "results.json").exists()
+  resumed = subprocess.run(_train_command(interrupted, *params), env=_env(),
+                           capture_output=True, text=True, timeout=600, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Restored" in resumed.stderr
+  expected, actual = _final_weights(tmp_path / "reference"), _final_weights(interrupted)
+  assert expected.keys() == actual.keys() and len(expected) > 10
+  for name, value in expected.items():
+    np.testing.assert_array_equal(actual[name], value, err_msg=name)
+
+
+@pytest.mark.slow
+def test_evaluate_binary_meta_tests_a_trained_dir_with_other_shots(tmp_path):
+  trained = subprocess.run(_train_command(tmp_path, "Runner.network = @Conv4",
+                                          "Conv4.filters = 4"),
+                           env=_env(), capture_output=True, text=True, timeout=600, check=False)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "evaluate.py"), f"--model_dir={tmp_path}",
+       "--gin_param=test/EpisodeSpec.num_shots = 3", "--gin_param=Runner.test_tasks = 6"],
+      env=_env(), capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+  assert evaluation["num_shots"] == 3 and evaluation["num_tasks"] == 6
+
+
+@pytest.mark.parametrize("params, message", [
+    (["Runner.num_iterationz = 3"], "Runner.num_iterationz = 3"),
+    (["Runner.network = @NoSuchNetwork"], "NoSuchNetwork"),
+])
+def test_bad_gin_binding_is_named(tmp_path, params, message):
+  result = subprocess.run(_train_command(tmp_path, *params), env=_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  assert message in result.stderr
+
+
+def test_bad_gin_file_is_named(tmp_path):
+  bad = tmp_path / "bad.gin"
+  bad.write_text("Runner.num_iterations = = 3\n")
+  with pytest.raises(ValueError, match="bad gin file .*bad.gin"):
+    configurables.parse([str(bad)])
+  with pytest.raises(ValueError, match="cannot read gin file .*missing.gin"):
+    configurables.parse([str(tmp_path / "missing.gin")])
+
+
+# ---- every shipped config ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "gin_configs").rglob("*.gin")),
+                         ids=lambda p: str(p.relative_to(ROOT / "gin_configs")))
+def test_every_gin_file_parses(path):
+  if "debug" in path.parts or path.parent.name in ("datasets", "methods"):
+    _parse(ROOT / "gin_configs" / "base" / "runner.gin", path)
+  else:
+    _parse(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_runs_tiny(path, tmp_path):
+  _parse(path)
+  shape = IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
+  _parse(TINY, params=[f"load_splits.synthetic_image_shape = {shape}"])
+  results = runner_lib.Runner(model_dir=tmp_path).run()
+  assert 0.0 <= results["accuracy"] <= 1.0 and (tmp_path / "ckpt-2.index").exists()
