@@ -15,6 +15,7 @@ per-layer per-step learnable inner learning rates (LSLR), derivative-order annea
 schedule). All tasks and inner steps of a meta-iteration run in one tf.function.
 """
 
+import dataclasses
 import functools
 
 import gin
@@ -305,6 +306,11 @@ class MetaLearner:
     final, losses = tf.function(
         lambda t: self._adapt_loop(t, self._initial_params(), phases))(task)
     return AdaptedModel(self, final, losses.numpy().tolist())
+
+  def episode_spec(self, spec, training=True):
+    """`spec` with as many inner mini-batches as the train (or test) phases take steps."""
+    phases = self.train_phases if training else self.test_phases
+    return dataclasses.replace(spec, inner_steps=inner_loop.total_steps(phases))
 
   def checkpoint_items(self):
     """Everything meta-training state consists of, for tf.train.Checkpoint."""

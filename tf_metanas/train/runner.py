@@ -21,8 +21,6 @@ import tensorflow as tf
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.data import registry
 from tf_metanas.data import synthetic
-from tf_metanas.meta import inner_loop
-from tf_metanas.meta import learner as learner_lib
 
 
 def confidence_interval(accuracies):
@@ -86,12 +84,8 @@ class Runner:
     self.model = network(num_classes=train_spec.num_ways)
     self.model.build((None,) + splits["train"].image_shape)
     self.learner = learner(self.model)
-    train_spec = episodes_lib.EpisodeSpec(
-        train_spec.num_ways, train_spec.num_shots, train_spec.num_queries,
-        train_spec.inner_batch_size, inner_loop.total_steps(self.learner.train_phases))
-    test_spec = episodes_lib.EpisodeSpec(
-        test_spec.num_ways, test_spec.num_shots, test_spec.num_queries,
-        test_spec.inner_batch_size, inner_loop.total_steps(self.learner.test_phases))
+    train_spec = self.learner.episode_spec(train_spec, training=True)
+    test_spec = self.learner.episode_spec(test_spec, training=False)
     # Every spec is checked against its split here, before any training.
     self.samplers = {
         "train": episodes_lib.EpisodeSampler(splits["train"], train_spec, seed, "meta-train"),
