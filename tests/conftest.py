@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from tf_metanas.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -25,3 +26,13 @@ def tiny_splits():
 @pytest.fixture
 def tiny_store():
   return synthetic.prototype_store()
+
+
+@pytest.fixture
+def float64():
+  """Keras layers and variables in float64, for finite-difference checks."""
+  keras.config.set_floatx("float64")
+  keras.config.set_dtype_policy("float64")
+  yield
+  keras.config.set_floatx("float32")
+  keras.config.set_dtype_policy("float32")

@@ -117,15 +117,6 @@ def test_alternating_updates_see_the_other_group_moved():
 # ---- MAML, first-order MAML, Reptile ------------------------------------------------------
 
 
-@pytest.fixture
-def float64():
-  keras.config.set_floatx("float64")
-  keras.config.set_dtype_policy("float64")
-  yield
-  keras.config.set_floatx("float32")
-  keras.config.set_dtype_policy("float32")
-
-
 def _query_loss_after_adaptation(learner, task, values):
   """L_Q(U^k(theta)) with theta = values, computed without the learner's meta-gradient."""
   params = {"weights": values}

@@ -110,15 +110,6 @@ def test_functional_call_matches_call_and_leaves_variables_alone():
     np.testing.assert_array_equal(b, np.array(v))
 
 
-@pytest.fixture
-def float64():
-  keras.config.set_floatx("float64")
-  keras.config.set_dtype_policy("float64")
-  yield
-  keras.config.set_floatx("float32")
-  keras.config.set_dtype_policy("float32")
-
-
 def test_second_order_meta_gradient_matches_finite_differences(float64):
   """d/d(w, a) of L_query(theta - lr * grad L_support(theta)), theta = (w, a).
 

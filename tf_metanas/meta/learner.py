@@ -25,7 +25,6 @@ import tensorflow as tf
 
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.meta import inner_loop
-from tf_metanas.meta import schedules
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 METRICS = ("query_loss", "query_accuracy", "support_loss_first", "support_loss_last")

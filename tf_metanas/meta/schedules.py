@@ -1,8 +1,7 @@
-"""Schedules of a meta-iteration step: constant, linear and cosine annealing.
+"""Schedules of a meta-iteration step: linear and cosine annealing from start to end.
 
 They are Keras LearningRateSchedules, so a meta optimizer can take one as its learning
-rate, and they are plain callables of the step for anything else (Reptile's step size,
-temperatures, multi-step loss weights).
+rate (Reptile's outer step size, MAML++'s cosine meta learning rate).
 """
 
 import math
@@ -12,38 +11,33 @@ import keras
 from keras import ops as K
 
 
+class _Annealing(keras.optimizers.schedules.LearningRateSchedule):
+  """From `start` at step 0 to `end` at step `steps`, constant after."""
+
+  def __init__(self, start, end, steps):
+    self.start, self.end, self.steps = float(start), float(end), int(steps)
+
+  def progress(self, step):
+    """min(step / steps, 1)."""
+    return K.minimum(K.cast(step, "float32") / max(self.steps, 1), 1.0)
+
+  def get_config(self):
+    return {"start": self.start, "end": self.end, "steps": self.steps}
+
+
 @gin.configurable(module="tf_metanas.meta")
 @keras.saving.register_keras_serializable("tf_metanas")
-class Linear(keras.optimizers.schedules.LearningRateSchedule):
+class Linear(_Annealing):
   """start + (end - start) * min(step / steps, 1): REPTILE's annealed outer step size."""
 
-  def __init__(self, start, end, steps):
-    self.start, self.end, self.steps = float(start), float(end), int(steps)
-
   def __call__(self, step):
-    frac = K.minimum(K.cast(step, "float32") / max(self.steps, 1), 1.0)
-    return self.start + (self.end - self.start) * frac
-
-  def get_config(self):
-    return {"start": self.start, "end": self.end, "steps": self.steps}
+    return self.start + (self.end - self.start) * self.progress(step)
 
 
 @gin.configurable(module="tf_metanas.meta")
 @keras.saving.register_keras_serializable("tf_metanas")
-class Cosine(keras.optimizers.schedules.LearningRateSchedule):
+class Cosine(_Annealing):
   """end + (start - end) * (1 + cos(pi * min(step / steps, 1))) / 2 (MAML++ meta lr)."""
 
-  def __init__(self, start, end, steps):
-    self.start, self.end, self.steps = float(start), float(end), int(steps)
-
   def __call__(self, step):
-    frac = K.minimum(K.cast(step, "float32") / max(self.steps, 1), 1.0)
-    return self.end + (self.start - self.end) * 0.5 * (1.0 + K.cos(math.pi * frac))
-
-  def get_config(self):
-    return {"start": self.start, "end": self.end, "steps": self.steps}
-
-
-def value_at(schedule, step):
-  """A schedule's value at `step`, or the number itself for a constant."""
-  return schedule(step) if callable(schedule) else schedule
+    return self.end + (self.start - self.end) * 0.5 * (1.0 + K.cos(math.pi * self.progress(step)))
