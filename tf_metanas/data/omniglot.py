@@ -21,6 +21,7 @@ import pathlib
 import re
 import zipfile
 
+from absl import logging
 import numpy as np
 
 from tf_metanas.data import errors
@@ -84,7 +85,7 @@ def read_files(data_dir, size=IMAGE_SIZE):
         f"images_background[.zip] and images_evaluation[.zip] (or "
         f"images_background_small1/2), each holding <Alphabet>/characterNN/*.png. "
         + HOW_TO_GET.format(data_dir=data_dir))
-  characters = {}
+  characters, decoded = {}, 0
   for subset, path in sources:
     members = _zip_members(path) if path.suffix == ".zip" else _folder_members(path)
     for name, where, read in members:
@@ -95,6 +96,9 @@ def read_files(data_dir, size=IMAGE_SIZE):
       files = characters.setdefault((subset, alphabet, character), {})
       if filename not in files:
         files[filename] = images_lib.decode(read(), where, size, "L")
+        decoded += 1
+        if decoded % 5000 == 0:
+          logging.info("Omniglot: %d images decoded (%s)", decoded, path.name)
   return {key: np.stack([files[f] for f in sorted(files)])
           for key, files in sorted(characters.items())}
 

@@ -122,10 +122,12 @@ class Runner:
     sampler = self.samplers[split]
     batches = -(-num_tasks // self.test_batch_size)
     accuracies, losses = [], []
-    for batch in sampler.dataset(self.test_batch_size, num_batches=batches):
+    for index, batch in enumerate(sampler.dataset(self.test_batch_size, num_batches=batches)):
       loss, acc = self.learner.evaluate_batch(batch)
       accuracies.extend(acc.numpy().tolist())
       losses.extend(loss.numpy().tolist())
+      if (index + 1) % 10 == 0 and index + 1 < batches:
+        logging.info("meta-%s: %d / %d tasks adapted", split, len(accuracies), num_tasks)
     mean, ci = confidence_interval(accuracies[:num_tasks])
     return mean, ci, float(np.mean(losses[:num_tasks]))
 
