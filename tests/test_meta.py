@@ -275,3 +275,65 @@ def test_adapt_returns_a_model_that_predicts_the_new_task():
   assert adapted.accuracy(task["query_images"], task["query_labels"]) >= 0.8
   before = [np.array(v) for v in learner.variables["weights"]]
   np.testing.assert_array_equal(before[0], np.array(learner.variables["weights"][0]))
+
+
+def test_per_step_bn_statistics_track_each_steps_batch_moments():
+  learner = _learner("maml", steps=2, lr=0.3, per_step_bn_statistics=True)
+  net = learner.model
+  assert [tuple(v.shape) for v in learner.bn_statistics[:2]] == [(3, 2), (3, 2)]
+  batch = _batch(num_tasks=2, steps=2)
+  initial_mean = np.array(learner.bn_statistics[0])  # first BatchNorm's moving mean, per slot
+  w = [v.value for v in net.weight_variables]
+  expected_slot0 = []
+  for i in range(2):  # step 0 sees the meta weights on the first support mini-batch
+    task = _task(batch, i)
+    x = tf.gather(learner_lib.to_float(task["support_images"]), task["support_batches"][0])
+    expected_slot0.append(np.mean(np.array(tf.nn.conv2d(x, w[0], 2, "SAME") + w[1]), (0, 1, 2)))
+  learner.train_step(batch)
+  after = np.array(learner.bn_statistics[0])
+  np.testing.assert_allclose(after[0], 0.9 * initial_mean[0] + 0.1 * np.mean(expected_slot0, 0),
+                             rtol=1e-4, atol=1e-6)
+  assert not np.allclose(after[1], after[0]) and not np.allclose(after[2], after[1])
+  assert "bn_statistics_0" in learner.checkpoint_items()
+
+
+def test_non_transductive_evaluation_uses_the_step_statistics():
+  batch = _batch(num_tasks=2, steps=2)
+  learners = {t: _learner("maml", steps=2, filters=8, per_step_bn_statistics=True,
+                          transductive=t) for t in (True, False)}
+  losses = {}
+  for transductive, learner in learners.items():
+    learner.train_step(batch)  # running statistics of real batch moments
+    losses[transductive] = learner.evaluate_batch(batch)[0].numpy()
+    for v in learner.bn_statistics[0::2]:  # shift every moving mean
+      v.assign(v - 0.5)
+  assert not np.allclose(losses[True], losses[False])
+  np.testing.assert_allclose(learners[True].evaluate_batch(batch)[0].numpy(), losses[True],
+                             rtol=1e-5)  # batch statistics: running ones are not read
+  assert not np.allclose(learners[False].evaluate_batch(batch)[0].numpy(), losses[False])
+  with pytest.raises(ValueError, match="transductive=False needs per_step_bn_statistics"):
+    _learner("maml", transductive=False)
+
+
+def test_two_groups_with_learnable_inner_rates_update_in_order():
+  """Weights and architecture, each with LSLR: every meta variable gets its own gradient."""
+  from tf_metanas.search import SearchNetwork  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  net = SearchNetwork(num_classes=3, channels=2, num_cells=2, reduction_cells=(1,), num_nodes=2,
+                      op_set=("conv_3x3", "skip_connect"), stem_multiplier=1)
+  net.build((None, 8, 8, 1))
+  groups = (inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),
+            inner_loop.ParamGroup("arch", optimizers.Adam(), 0.01, weight_decay=1e-3))
+  learner = learner_lib.MetaLearner(
+      net, "maml", inner_groups=groups, train_phases=(inner_loop.Phase(2, ("weights", "arch")),),
+      learnable_inner_lr=True, meta_learning_rates={"weights": 1e-3, "arch": 1e-3})
+  before = {n: [np.array(v) for v in learner._meta_variables(n)] for n in learner.groups}
+  learner.train_step(_batch(steps=2))
+  for name in learner.groups:
+    after = [np.array(v) for v in learner._meta_variables(name)]
+    assert [a.shape for a in after] == [b.shape for b in before[name]]
+    assert any(not np.allclose(a, b) for a, b in zip(after, before[name]))
+  arch_lrs_before = before["arch"][len(learner.variables["arch"]):]
+  assert len(arch_lrs_before) == len(learner.inner_lrs["arch"]) == 4
+  assert any(not np.allclose(np.array(v), b)
+             for v, b in zip(learner.inner_lrs["arch"], arch_lrs_before))

@@ -94,23 +94,36 @@ class MetaLearner:
       meta-iteration, second order after.
     forward: (model, params, images, step) -> logits; methods plug their parametrization
       (e.g. temperature-annealed mixtures) in here.
+    per_step_bn_statistics: MAML++ per-step BatchNorm running statistics: one copy of the
+      model's moving statistics per inner step (and one for the query after the last),
+      each updated from the batch moments seen at that step during meta-training (MAML /
+      first-order MAML; replaces `forward` with the default forward). Normalization still
+      uses batch statistics unless `transductive` is False.
+    transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
+      and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
+      predictions then normalize with the running statistics of their inner step.
   """
 
   def __init__(self, model, algorithm="maml", inner_groups=(inner_loop.ParamGroup(),),
                train_phases=(inner_loop.Phase(5),), test_phases=(inner_loop.Phase(10),),
                meta_learning_rates=None, meta_optimizer="adam", joint=True,
                multi_step_loss_iterations=0, learnable_inner_lr=False,
-               first_order_iterations=0, forward=default_forward):
+               first_order_iterations=0, forward=default_forward,
+               per_step_bn_statistics=False, transductive=True):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
-    if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations):
-      raise ValueError("LSLR and the multi-step loss need query gradients: use MAML")
+    if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
+                                   per_step_bn_statistics):
+      raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics are "
+                       "MAML++ options: use MAML or first-order MAML")
+    if not transductive and not per_step_bn_statistics:
+      raise ValueError("transductive=False needs per_step_bn_statistics=True")
     self.model, self.algorithm, self.joint = model, algorithm, joint
     self.groups = {g.name: g for g in inner_groups}
     self.train_phases, self.test_phases = tuple(train_phases), tuple(test_phases)
     self.multi_step_loss_iterations = int(multi_step_loss_iterations)
     self.first_order_iterations = int(first_order_iterations)
-    self.forward = forward
+    self.forward, self.transductive = forward, bool(transductive)
     rates = meta_learning_rates or {name: 1e-3 for name in self.groups}
     self.variables = {name: _variables_of(model, name) for name in self.groups}
     for name, variables in self.variables.items():
@@ -124,6 +137,13 @@ class MetaLearner:
                                            name=f"inner_lr_{name}_{i}")
                                for i in range(len(self.variables[name]))]
                         for name, g in self.groups.items()}
+    self.bn_statistics, self._recorded = [], None
+    if per_step_bn_statistics:
+      slots = inner_loop.total_steps(self.train_phases) + 1
+      self.bn_statistics = [
+          tf.Variable(tf.stack([v.value] * slots), trainable=False, name=f"bn_statistics_{i}")
+          for i, v in enumerate(model.non_trainable_variables)]
+      self.forward = self._forward_with_step_statistics
     self.meta_optimizers = {}
     for name in self.groups:
       rate = rates[name]
@@ -139,6 +159,26 @@ class MetaLearner:
     self._eval_fn = tf.function(self._evaluate_batch)
 
   # ---- pieces ---------------------------------------------------------------------------
+
+  def _forward_with_step_statistics(self, model, params, images, step):
+    """Default forward with the BatchNorm statistics of inner step `step` (MAML++ BNRS).
+
+    While meta-training (`self._recorded` is a dict) it normalizes with batch statistics
+    and records each step's updated statistics; otherwise it normalizes with batch
+    statistics if transductive, else with the step's running statistics (steps past the
+    meta-training ones use the last).
+    """
+    last = inner_loop.total_steps(self.train_phases)
+    slot = tf.minimum(tf.cast(step, tf.int32), last)
+    statistics = [tf.gather(v, slot) for v in self.bn_statistics]
+    recording = self._recorded is not None
+    logits, updated = model.functional_call(
+        params["weights"], images, arch=params.get("arch"),
+        training=recording or self.transductive, non_trainable=statistics,
+        return_non_trainable=True)
+    if recording:  # the support pass of a step comes first (the MSL query pass reuses it)
+      self._recorded.setdefault(step, updated)
+    return logits
 
   def _meta_variables(self, name):
     return self.variables[name] + self.inner_lrs.get(name, [])
@@ -179,23 +219,28 @@ class MetaLearner:
   def _maml_task(self, task, first_order):
     """Meta-gradient of one task: d L_Q(U^k(theta)) / d theta (and d / d inner lrs)."""
     params = self._initial_params()
-    sources = [t for name in self.groups for t in params[name]]
-    lrs = [v for name in self.groups for v in self.inner_lrs.get(name, [])]
+    # In _meta_variables order: each group's parameters, then its learnable inner lrs.
+    sources = [t for name in self.groups for t in params[name] + self.inner_lrs.get(name, [])]
     steps = inner_loop.total_steps(self.train_phases)
+    self._recorded = {} if self.bn_statistics else None
     with tf.GradientTape() as tape:
       tape.watch(sources)
       trajectory, losses = self._adapt(task, params, self.train_phases, first_order,
                                        self._lr_tensors())
       if self.multi_step_loss_iterations:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
-        query = [self._query(task, trajectory[s + 1], s) for s in range(steps)]
+        query = [self._query(task, trajectory[s + 1], s + 1) for s in range(steps)]
         loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
         acc = query[-1][1]
       else:
         loss, acc = self._query(task, trajectory[-1], steps)
-    grads = tape.gradient(loss, sources + lrs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     metrics = {"query_loss": loss, "query_accuracy": acc, "support_loss_first": losses[0],
                "support_loss_last": losses[-1]}
+    if self.bn_statistics:
+      recorded, self._recorded = self._recorded, None
+      grads = grads + [tf.stack([recorded[s][i] for s in range(steps + 1)])
+                       for i in range(len(self.bn_statistics))]
     return grads, metrics
 
   def _adapt_loop(self, task, params, phases):
@@ -217,6 +262,7 @@ class MetaLearner:
 
   def _zero_accumulator(self):
     directions = [tf.zeros_like(v) for name in self.groups for v in self._meta_variables(name)]
+    directions += [tf.zeros_like(v) for v in self.bn_statistics]
     if self.algorithm == "reptile":
       directions = directions[:sum(len(self.variables[n]) for n in self.groups)]
     return directions, {k: tf.constant(0.0) for k in METRICS}
@@ -248,6 +294,8 @@ class MetaLearner:
         # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
         part = [-d for d in part]
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
+    for variable, mean_updated in zip(self.bn_statistics, directions[start:]):
+      variable.assign(mean_updated)  # the momentum update with the tasks' mean batch moments
     self.step.assign_add(1)
     return metrics
 
@@ -317,6 +365,7 @@ class MetaLearner:
     items.update({f"meta_optimizer_{n}": o for n, o in self.meta_optimizers.items()})
     for name, lrs in self.inner_lrs.items():
       items.update({f"inner_lr_{name}_{i}": v for i, v in enumerate(lrs)})
+    items.update({f"bn_statistics_{i}": v for i, v in enumerate(self.bn_statistics)})
     return items
 
 

@@ -23,7 +23,8 @@ class FunctionalModel(keras.Model):
     arch = {id(v) for v in self.arch_variables}
     return [v for v in self.trainable_variables if id(v) not in arch]
 
-  def functional_call(self, weights, images, arch=None, training=True, **call_kwargs):
+  def functional_call(self, weights, images, arch=None, training=True, non_trainable=None,
+                      return_non_trainable=False, **call_kwargs):
     """The network applied with `weights` (and `arch`) given as tensors: no variable changes.
 
     Args:
@@ -31,17 +32,23 @@ class FunctionalModel(keras.Model):
       images: input batch.
       arch: tensors in the order of `arch_variables`, or None to use the variables.
       training: BatchNorm with batch statistics (True, as in MAML/REPTILE inner loops).
+      non_trainable: tensors for `non_trainable_variables` (BatchNorm moving statistics),
+        or None to use the variables.
+      return_non_trainable: also return the updated non-trainable values (the moving
+        statistics after this call in training mode).
       **call_kwargs: forwarded to `call` (e.g. `mixture`).
 
     Returns:
-      The logits. Gradients flow to `weights` and `arch` at any order (Keras 3
-      `stateless_call`), so inner loops can differentiate through their own updates.
+      The logits (and the updated non-trainable values). Gradients flow to `weights` and
+      `arch` at any order (Keras 3 `stateless_call`), so inner loops can differentiate
+      through their own updates.
     """
     given = dict(zip(map(id, self.weight_variables), weights))
     if arch is not None:
       given.update(zip(map(id, self.arch_variables), arch))
     trainable = [given.get(id(v), v.value) for v in self.trainable_variables]
-    non_trainable = [v.value for v in self.non_trainable_variables]
-    logits, _ = self.stateless_call(trainable, non_trainable, images, training=training,
-                                    **call_kwargs)
-    return logits
+    if non_trainable is None:
+      non_trainable = [v.value for v in self.non_trainable_variables]
+    logits, updated = self.stateless_call(trainable, list(non_trainable), images,
+                                          training=training, **call_kwargs)
+    return (logits, updated) if return_non_trainable else logits
