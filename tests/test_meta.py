@@ -269,12 +269,16 @@ def test_reptile_rejects_options_that_need_query_gradients():
 def test_adapt_returns_a_model_that_predicts_the_new_task():
   learner = _learner("maml", steps=10, lr=0.5, filters=8)
   task = _task(_batch(num_tasks=1, ways=3, shots=3, queries=5, steps=10))
+  before = [np.array(v) for v in learner.model.variables]
   adapted = learner.adapt(task["support_images"], task["support_labels"])
+  for b, v in zip(before, learner.model.variables):  # meta-parameters untouched
+    np.testing.assert_array_equal(b, np.array(v))
   assert adapted.support_losses[-1] < adapted.support_losses[0]
   assert adapted.predict(task["query_images"]).shape == (15, 3)
   assert adapted.accuracy(task["query_images"], task["query_labels"]) >= 0.8
-  before = [np.array(v) for v in learner.variables["weights"]]
-  np.testing.assert_array_equal(before[0], np.array(learner.variables["weights"][0]))
+  again = learner.adapt(task["support_images"], task["support_labels"])  # reuses the trace
+  np.testing.assert_allclose(again.support_losses, adapted.support_losses, rtol=1e-6)
+  assert len(learner._adapt_fns) == 1
 
 
 def test_per_step_bn_statistics_track_each_steps_batch_moments():

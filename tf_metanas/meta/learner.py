@@ -155,7 +155,7 @@ class MetaLearner:
         raise ValueError(f"unknown meta_optimizer {meta_optimizer!r}; use 'adam' or 'sgd'")
       optimizer.build(self._meta_variables(name))
       self.meta_optimizers[name] = optimizer
-    self._train_fns = {}
+    self._train_fns, self._adapt_fns = {}, {}
     self._eval_fn = tf.function(self._evaluate_batch)
 
   # ---- pieces ---------------------------------------------------------------------------
@@ -350,8 +350,10 @@ class MetaLearner:
             "support_batches": tf.constant(episodes_lib.support_batches(
                 np.random.default_rng(seed), size, inner_batch_size or size,
                 inner_loop.total_steps(phases)))}
-    final, losses = tf.function(
-        lambda t: self._adapt_loop(t, self._initial_params(), phases))(task)
+    if phases not in self._adapt_fns:  # one compiled adaptation per protocol
+      self._adapt_fns[phases] = tf.function(
+          lambda t: self._adapt_loop(t, self._initial_params(), phases))
+    final, losses = self._adapt_fns[phases](task)
     return AdaptedModel(self, final, losses.numpy().tolist())
 
   def episode_spec(self, spec, training=True):
