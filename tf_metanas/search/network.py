@@ -13,11 +13,6 @@ from tf_metanas.search import ops as ops_lib
 from tf_metanas.search import topology
 
 
-def default_reductions(num_cells):
-  """DARTS places reduction cells at 1/3 and 2/3 of the depth."""
-  return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
-
-
 class _Network(functional.FunctionalModel):
   """Stem, a stack of cells, global average pooling and a linear classifier.
 
@@ -58,8 +53,8 @@ class _Network(functional.FunctionalModel):
   def _features(self, images, cell_call, training):
     x = keras.ops.cast(images, self.compute_dtype)
     s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
-    for index, cell in enumerate(self.cells):
-      s0, s1 = s1, cell_call(index, cell, s0, s1)
+    for cell in self.cells:
+      s0, s1 = s1, cell_call(cell, s0, s1)
     return self.classifier(self.pool(s1))
 
   def build(self, input_shape):
@@ -148,7 +143,7 @@ class SearchNetwork(_Network):
   def call(self, images, mixture=None, training=None):
     mixture = self.mixture() if mixture is None else mixture
 
-    def cell_call(index, cell, s0, s1):
+    def cell_call(cell, s0, s1):
       kind = "reduce" if cell.reduction else "normal"
       return cell(s0, s1, mixture[f"{kind}_ops"], mixture[f"{kind}_edges"], training=training)
 
@@ -212,7 +207,7 @@ class FixedNetwork(_Network):
                   for c, reduction, reduction_prev in self._cell_plan()]
 
   def call(self, images, training=None):
-    return self._features(images, lambda i, cell, s0, s1: cell(s0, s1, training=training),
+    return self._features(images, lambda cell, s0, s1: cell(s0, s1, training=training),
                           training)
 
   def get_config(self):
