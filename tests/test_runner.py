@@ -100,6 +100,11 @@ def test_impossible_episode_spec_fails_before_training(tmp_path):
   assert not (tmp_path / "train").exists() or not list((tmp_path / "train").iterdir())
 
 
+def test_meta_test_ways_must_match_meta_training(tmp_path):
+  with pytest.raises(data.EpisodeSpecError, match="10-way but the classifier .* 5 ways"):
+    _tiny_runner(tmp_path, params=["test/EpisodeSpec.num_ways = 10"])
+
+
 # ---- binaries ---------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metanas.data import episodes as episodes_lib
+from tf_metanas.data import errors
 from tf_metanas.data import registry
 from tf_metanas.data import synthetic
 
@@ -76,10 +77,14 @@ class Runner:
     self.meta_batch_size, self.num_iterations = int(meta_batch_size), int(num_iterations)
     self.eval_every, self.eval_tasks, self.test_tasks = eval_every, eval_tasks, test_tasks
     self.test_batch_size, self.checkpoint_every = test_batch_size, checkpoint_every
-    self.log_every, self.seed = log_every, seed
+    self.log_every = log_every
     splits = splits if splits is not None else load_splits()
     train_spec = train_spec or episodes_lib.EpisodeSpec()
     test_spec = test_spec or train_spec
+    if test_spec.num_ways != train_spec.num_ways:
+      raise errors.EpisodeSpecError(
+          f"meta-test tasks are {test_spec.num_ways}-way but the classifier is meta-trained "
+          f"for {train_spec.num_ways} ways; use the same number of ways")
     keras.utils.set_random_seed(seed)
     self.model = network(num_classes=train_spec.num_ways)
     self.model.build((None,) + splits["train"].image_shape)
