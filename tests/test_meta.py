@@ -263,6 +263,11 @@ def test_reptile_rejects_options_that_need_query_gradients():
     _learner("reptile", learnable_inner_lr=True)
 
 
+def test_meta_learning_rates_must_name_the_inner_groups():
+  with pytest.raises(ValueError, match=r"names groups \['arch'\] but the inner groups are \['weights'\]"):
+    _learner("maml", meta_learning_rates={"arch": 0.1})
+
+
 # ---- adaptation API ------------------------------------------------------------------------
 
 

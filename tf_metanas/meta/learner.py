@@ -97,8 +97,8 @@ class MetaLearner:
     per_step_bn_statistics: MAML++ per-step BatchNorm running statistics: one copy of the
       model's moving statistics per inner step (and one for the query after the last),
       each updated from the batch moments seen at that step during meta-training (MAML /
-      first-order MAML; replaces `forward` with the default forward). Normalization still
-      uses batch statistics unless `transductive` is False.
+      first-order MAML; with the default forward only). Normalization still uses batch
+      statistics unless `transductive` is False.
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
@@ -118,6 +118,8 @@ class MetaLearner:
                        "MAML++ options: use MAML or first-order MAML")
     if not transductive and not per_step_bn_statistics:
       raise ValueError("transductive=False needs per_step_bn_statistics=True")
+    if per_step_bn_statistics and forward is not default_forward:
+      raise ValueError("per_step_bn_statistics works with the default forward only")
     self.model, self.algorithm, self.joint = model, algorithm, joint
     self.groups = {g.name: g for g in inner_groups}
     self.train_phases, self.test_phases = tuple(train_phases), tuple(test_phases)
@@ -125,6 +127,9 @@ class MetaLearner:
     self.first_order_iterations = int(first_order_iterations)
     self.forward, self.transductive = forward, bool(transductive)
     rates = meta_learning_rates or {name: 1e-3 for name in self.groups}
+    if set(rates) != set(self.groups):
+      raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
+                       f"groups are {sorted(self.groups)}")
     self.variables = {name: _variables_of(model, name) for name in self.groups}
     for name, variables in self.variables.items():
       if not variables:
