@@ -205,6 +205,21 @@ def test_pruned_parameter_count_equals_fixed_network(config, rule):
     assert fixed(_images(2, 16)).shape == (2, 5)
 
 
+def test_genotype_of_given_architecture_tensors():
+  net = SearchNetwork(**TINY)
+  net.build((None, 8, 8, 1))
+  _random_arch(net, 0)
+  arch = [np.array(v) for v in net.arch_variables]
+  from_variables = net.genotype("threshold", threshold=0.05, tau_alpha=0.5, tau_beta=0.5)
+  _random_arch(net, 1)
+  assert net.genotype("threshold", arch=arch, threshold=0.05, tau_alpha=0.5,
+                      tau_beta=0.5) == from_variables
+  from_tensors = net.genotype("darts", arch=arch)
+  for v, a in zip(net.arch_variables, arch):
+    v.assign(a)
+  assert net.genotype("darts") == from_tensors
+
+
 def test_pruned_network_skips_pruned_ops():
   net = SearchNetwork(**TINY)
   net.build((None, 8, 8, 1))

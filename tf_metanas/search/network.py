@@ -149,18 +149,27 @@ class SearchNetwork(_Network):
 
     return self._features(images, cell_call, training)
 
-  def genotype(self, rule="darts", mixture=None, k=2, threshold=0.01, tau_alpha=1.0,
+  def genotype(self, rule="darts", arch=None, k=2, threshold=0.01, tau_alpha=1.0,
                tau_beta=1.0):
-    """The genotype of the current architecture by the DARTS ("darts") or the METANAS
-    threshold ("threshold") rule."""
-    mixture = self.mixture(tau_alpha=tau_alpha, tau_beta=tau_beta) if mixture is None else mixture
+    """The genotype of an architecture by the DARTS ("darts") or the METANAS threshold
+    ("threshold") rule.
+
+    Args:
+      rule: "darts" (top-k inputs, argmax op) or "threshold" (METANAS pruning).
+      arch: architecture tensors in `arch_variables` order (e.g. a task's adapted ones);
+        None for the variables.
+      k: inputs kept per node by the DARTS rule.
+      threshold: the METANAS pruning threshold on normalized weights.
+      tau_alpha, tau_beta: the softmax temperatures the weights are normalized with.
+    """
+    mixture = self.mixture(arch, tau_alpha=tau_alpha, tau_beta=tau_beta)
     if rule == "darts":
       return genotype_lib.derive_darts(mixture, self.op_names, self.num_nodes, k)
     if rule != "threshold":
       raise ValueError(f"unknown genotype rule {rule!r}; use 'darts' or 'threshold'")
     combos = None
     if self.input_k:
-      _, betas = self.arch_dict()
+      _, betas = self.arch_dict(arch)
       combos = {c: mixture_lib.combination_weights(betas[c], self.num_nodes, self.input_k,
                                                    tau_beta) for c in betas}
     return genotype_lib.derive_threshold(mixture, combos, self.op_names, self.num_nodes,
