@@ -59,6 +59,12 @@ def to_float(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
+def _task_metrics(query_loss, query_accuracy, support_losses):
+  """The per-task metrics (METRICS) a meta-iteration averages and reports."""
+  return {"query_loss": query_loss, "query_accuracy": query_accuracy,
+          "support_loss_first": support_losses[0], "support_loss_last": support_losses[-1]}
+
+
 def multi_step_weights(num_steps, step, anneal_iterations):
   """MAML++ multi-step loss weights: uniform 1/K at first, annealed linearly so that the
   last step's weight reaches 1 - (K - 1) * 0.03 / K after `anneal_iterations`, the others
@@ -240,8 +246,7 @@ class MetaLearner:
       else:
         loss, acc = self._query(task, trajectory[-1], steps)
     grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    metrics = {"query_loss": loss, "query_accuracy": acc, "support_loss_first": losses[0],
-               "support_loss_last": losses[-1]}
+    metrics = _task_metrics(loss, acc, losses)
     if self.bn_statistics:
       recorded, self._recorded = self._recorded, None
       grads = grads + [tf.stack([recorded[s][i] for s in range(steps + 1)])
@@ -259,8 +264,7 @@ class MetaLearner:
     final, losses = self._adapt_loop(task, params, self.train_phases)
     diffs = [a - p for name in self.groups for a, p in zip(final[name], params[name])]
     loss, acc = self._query(task, final, inner_loop.total_steps(self.train_phases))
-    metrics = {"query_loss": loss, "query_accuracy": acc, "support_loss_first": losses[0],
-               "support_loss_last": losses[-1]}
+    metrics = _task_metrics(loss, acc, losses)
     return diffs, metrics
 
   # ---- one meta-iteration ---------------------------------------------------------------

@@ -67,6 +67,7 @@ class Runner:
     log_every: meta-iterations between Train/ summaries and progress lines.
     seed: seeds initialization and the episode samplers.
     splits: dict split -> ImageStore (default: `load_splits()` from gin).
+    max_checkpoints: checkpoints kept in model_dir (the oldest are deleted).
   """
 
   def __init__(self, model_dir, network, learner, train_spec=None, test_spec=None,
