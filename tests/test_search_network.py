@@ -286,6 +286,16 @@ def test_drop_path_only_in_training():
   assert not np.allclose(a, b)
 
 
+def test_drop_path_draws_new_masks_in_compiled_functional_calls():
+  # A Keras SeedGenerator would be a frozen input of stateless_call: the same mask forever.
+  fixed = FixedNetwork(Genotype([[("conv_3x3", 0)]], [[("conv_3x3", 1)]]), num_classes=2,
+                       channels=2, num_cells=2, reduction_cells=(1,), drop_path_rate=0.5)
+  fixed.build((None, 8, 8, 1))
+  weights, x = [v.value for v in fixed.weight_variables], _images(16)
+  call = tf.function(lambda x: fixed.functional_call(weights, x, training=True))
+  assert not np.allclose(call(x), call(x))
+
+
 def test_input_combinations_enumerate_k_subsets():
   combos = topology.input_combinations(3, 2)
   assert combos == (((0, 1),), tuple(itertools.combinations(range(3), 2)),

@@ -1,25 +1,32 @@
 """DropPath: drop a whole path for a sample with probability `rate` (Larsson et al. 2017)."""
 
 import keras
+import tensorflow as tf
 from keras import layers
 from keras import ops as K
 
 
 @keras.saving.register_keras_serializable("tf_metanas")
 class DropPath(layers.Layer):
-  """x * Bernoulli(1 - rate) / (1 - rate), one draw per sample, only when training."""
+  """x * Bernoulli(1 - rate) / (1 - rate), one draw per sample, only when training.
+
+  The masks come from TensorFlow's stateful random op, not a Keras SeedGenerator: inside
+  `stateless_call` (every functional forward of the inner loops) a SeedGenerator's state
+  is an input that is never advanced, so every call would reuse one mask forever. The op
+  draws afresh at every execution (every inner step, task and meta-iteration) and is
+  reproducible under `keras.utils.set_random_seed`.
+  """
 
   def __init__(self, rate=0.0, seed=None, **kwargs):
     super().__init__(**kwargs)
     self.rate, self.seed = float(rate), seed
-    self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
 
   def call(self, x, training=None):
     if not training or self.rate <= 0:
       return x
     keep = 1.0 - self.rate
     shape = (K.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-    mask = K.cast(keras.random.uniform(shape, seed=self.seed_generator) < keep, x.dtype)
+    mask = K.cast(tf.random.uniform(shape, seed=self.seed) < keep, x.dtype)
     return x * mask / keep
 
   def get_config(self):
