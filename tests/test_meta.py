@@ -121,13 +121,14 @@ def _query_loss_after_adaptation(learner, task, values):
   """L_Q(U^k(theta)) with theta = values, computed without the learner's meta-gradient."""
   params = {"weights": values}
   trajectory, _ = learner._adapt(task, params, learner.train_phases, first_order=False)
-  return learner._query(task, trajectory[-1], 0)[0]
+  steps = len(trajectory) - 1
+  return learner._query(task, trajectory[-1], steps, steps)[0]
 
 
 def test_maml_meta_gradient_matches_finite_differences(float64):
   learner = _learner("maml", steps=2, lr=0.3)
   task = _task(_batch())
-  grads, _ = learner._maml_task(task, first_order=False)
+  grads, _ = learner._maml_task(task, first_order=False, phases=learner.train_phases)
   theta = [tf.constant(np.array(v)) for v in learner.variables["weights"]]
   assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)  # reaches every weight
   for seed in range(3):
@@ -143,7 +144,7 @@ def test_maml_meta_gradient_matches_finite_differences(float64):
 def test_first_order_maml_equals_hand_built_reference():
   learner = _learner("fomaml", steps=1, lr=0.3)
   task = _task(_batch(steps=1))
-  grads, _ = learner._maml_task(task, first_order=True)
+  grads, _ = learner._maml_task(task, first_order=True, phases=learner.train_phases)
 
   net = learner.model
   w = [v.value for v in net.weight_variables]
@@ -166,8 +167,8 @@ def test_first_order_maml_equals_hand_built_reference():
 def test_maml_and_first_order_maml_differ():
   learner = _learner("maml", steps=1, lr=0.3)
   task = _task(_batch(steps=1))
-  second, _ = learner._maml_task(task, first_order=False)
-  first, _ = learner._maml_task(task, first_order=True)
+  second, _ = learner._maml_task(task, first_order=False, phases=learner.train_phases)
+  first, _ = learner._maml_task(task, first_order=True, phases=learner.train_phases)
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(second, first)) > 1e-6
 
 
@@ -203,7 +204,7 @@ def test_maml_meta_update_applies_the_mean_meta_gradient():
                      meta_learning_rates={"weights": 0.1})
   batch = _batch(num_tasks=2, steps=1)
   before = [np.array(v) for v in learner.variables["weights"]]
-  per_task = [learner._maml_task(_task(batch, i), first_order=False)[0] for i in range(2)]
+  per_task = [learner._maml_task(_task(batch, i), first_order=False, phases=learner.train_phases)[0] for i in range(2)]
   learner.train_step(batch)
   for k, v in enumerate(learner.variables["weights"]):
     mean_grad = (np.array(per_task[0][k]) + np.array(per_task[1][k])) / 2
@@ -214,7 +215,7 @@ def test_one_compiled_meta_iteration_does_not_retrace():
   learner = _learner("maml", steps=2)
   for seed in range(4):
     learner.train_step(_batch(seed=seed))
-  assert learner._train_fns[False].experimental_get_tracing_count() == 1
+  assert learner._train_fns[(False, False)].experimental_get_tracing_count() == 1
   assert int(learner.step.numpy()) == 4
 
 
@@ -255,7 +256,7 @@ def test_derivative_order_annealing_switches_to_second_order():
     orders.append(learner.first_order_now())
     learner.train_step(_batch(steps=1, seed=seed))
   assert orders == [True, True, False]
-  assert set(learner._train_fns) == {True, False}
+  assert set(learner._train_fns) == {(True, False), (False, False)}
 
 
 def test_reptile_rejects_options_that_need_query_gradients():
@@ -313,13 +314,13 @@ def test_non_transductive_evaluation_uses_the_step_statistics():
   losses = {}
   for transductive, learner in learners.items():
     learner.train_step(batch)  # running statistics of real batch moments
-    losses[transductive] = learner.evaluate_batch(batch)[0].numpy()
+    losses[transductive] = learner.evaluate_batch(batch)["loss"].numpy()
     for v in learner.bn_statistics[0::2]:  # shift every moving mean
       v.assign(v - 0.5)
   assert not np.allclose(losses[True], losses[False])
-  np.testing.assert_allclose(learners[True].evaluate_batch(batch)[0].numpy(), losses[True],
+  np.testing.assert_allclose(learners[True].evaluate_batch(batch)["loss"].numpy(), losses[True],
                              rtol=1e-5)  # batch statistics: running ones are not read
-  assert not np.allclose(learners[False].evaluate_batch(batch)[0].numpy(), losses[False])
+  assert not np.allclose(learners[False].evaluate_batch(batch)["loss"].numpy(), losses[False])
   with pytest.raises(ValueError, match="transductive=False needs per_step_bn_statistics"):
     _learner("maml", transductive=False)
 

@@ -38,11 +38,22 @@ def _variables_of(model, group):
   raise ValueError(f"unknown parameter group {group!r}; use 'weights' or 'arch'")
 
 
-def default_forward(model, params, images, step):
-  """Logits of `model` with the group tensors in `params` (weights, and arch if present)."""
-  del step
+def default_forward(model, params, images, step, num_steps):
+  """Logits of `model` with the group tensors in `params` (weights, and arch if present).
+
+  Every forward receives the inner step (a scalar, possibly a tensor) and the number of
+  inner steps of the protocol running (meta-training or meta-test phases); the query after
+  adaptation is step == num_steps, where training-only regularization (DropPath) is off
+  while BatchNorm keeps batch statistics (transductive).
+  """
   return model.functional_call(params["weights"], images, arch=params.get("arch"),
-                               training=True)
+                               training=True, regularize=not is_query(step, num_steps))
+
+
+def is_query(step, num_steps):
+  """Whether a forward at `step` is a prediction after adaptation (the query pass): the
+  step is the Python int num_steps. Inner steps, even as tensors, are not."""
+  return isinstance(step, int) and step >= num_steps
 
 
 def cross_entropy(logits, labels):
@@ -98,8 +109,8 @@ class MetaLearner:
       with the weights (MAML / first-order MAML only).
     first_order_iterations: MAML++ derivative-order annealing: first order before this
       meta-iteration, second order after.
-    forward: (model, params, images, step) -> logits; methods plug their parametrization
-      (e.g. temperature-annealed mixtures) in here.
+    forward: (model, params, images, step, num_steps) -> logits; methods plug their
+      parametrization (e.g. temperature-annealed mixtures) in here.
     per_step_bn_statistics: MAML++ per-step BatchNorm running statistics: one copy of the
       model's moving statistics per inner step (and one for the query after the last),
       each updated from the batch moments seen at that step during meta-training (MAML /
@@ -108,6 +119,10 @@ class MetaLearner:
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
+    warmup_iterations: for the first this many meta-iterations the groups in
+      `warmup_frozen` are neither adapted in the inner loop nor meta-updated (METANAS
+      App. A.2: no architecture adaptation for the first half of meta-training).
+    warmup_frozen: the groups frozen during warm-up.
   """
 
   def __init__(self, model, algorithm="maml", inner_groups=(inner_loop.ParamGroup(),),
@@ -115,7 +130,8 @@ class MetaLearner:
                meta_learning_rates=None, meta_optimizer="adam", joint=True,
                multi_step_loss_iterations=0, learnable_inner_lr=False,
                first_order_iterations=0, forward=default_forward,
-               per_step_bn_statistics=False, transductive=True):
+               per_step_bn_statistics=False, transductive=True, warmup_iterations=0,
+               warmup_frozen=("arch",)):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
@@ -132,6 +148,7 @@ class MetaLearner:
     self.multi_step_loss_iterations = int(multi_step_loss_iterations)
     self.first_order_iterations = int(first_order_iterations)
     self.forward, self.transductive = forward, bool(transductive)
+    self.warmup_iterations, self.warmup_frozen = int(warmup_iterations), tuple(warmup_frozen)
     rates = meta_learning_rates or {name: 1e-3 for name in self.groups}
     if set(rates) != set(self.groups):
       raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
@@ -171,7 +188,7 @@ class MetaLearner:
 
   # ---- pieces ---------------------------------------------------------------------------
 
-  def _forward_with_step_statistics(self, model, params, images, step):
+  def _forward_with_step_statistics(self, model, params, images, step, num_steps):
     """Default forward with the BatchNorm statistics of inner step `step` (MAML++ BNRS).
 
     While meta-training (`self._recorded` is a dict) it normalizes with batch statistics
@@ -186,7 +203,7 @@ class MetaLearner:
     logits, updated = model.functional_call(
         params["weights"], images, arch=params.get("arch"),
         training=recording or self.transductive, non_trainable=statistics,
-        return_non_trainable=True)
+        return_non_trainable=True, regularize=not is_query(step, num_steps))
     if recording:  # the support pass of a step comes first (the MSL query pass reuses it)
       self._recorded.setdefault(step, updated)
     return logits
@@ -205,29 +222,41 @@ class MetaLearner:
     return {name: [[lr[s] for lr in lrs] for s in range(steps)]
             for name, lrs in self.inner_lrs.items()}
 
-  def _support_loss(self, task):
+  def _support_loss(self, task, num_steps):
     images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
                                task["support_batches"])
 
     def loss_fn(params, step):
       index = batches[step]
-      logits = self.forward(self.model, params, tf.gather(images, index), step)
+      logits = self.forward(self.model, params, tf.gather(images, index), step, num_steps)
       return cross_entropy(logits, tf.gather(labels, index))
 
     return loss_fn
 
-  def _query(self, task, params, step):
-    logits = self.forward(self.model, params, to_float(task["query_images"]), step)
+  def _query(self, task, params, step, num_steps):
+    logits = self.forward(self.model, params, to_float(task["query_images"]), step, num_steps)
     return cross_entropy(logits, task["query_labels"]), accuracy(logits, task["query_labels"])
 
   def _adapt(self, task, params, phases, first_order, learning_rates=None):
-    return inner_loop.adapt(self._support_loss(task), params, self.groups, phases,
-                            first_order=first_order, joint=self.joint,
+    return inner_loop.adapt(self._support_loss(task, inner_loop.total_steps(phases)), params,
+                            self.groups, phases, first_order=first_order, joint=self.joint,
                             learning_rates=learning_rates)
+
+  def in_warmup(self):
+    """Whether the next meta-iteration is a warm-up iteration (frozen groups stay put)."""
+    return int(self.step.numpy()) < self.warmup_iterations
+
+  def _phases(self, warmup):
+    """The meta-training phases, without the frozen groups during warm-up."""
+    if not warmup:
+      return self.train_phases
+    return tuple(dataclasses.replace(p, groups=tuple(g for g in p.groups
+                                                     if g not in self.warmup_frozen))
+                 for p in self.train_phases)
 
   # ---- one task -------------------------------------------------------------------------
 
-  def _maml_task(self, task, first_order):
+  def _maml_task(self, task, first_order, phases):
     """Meta-gradient of one task: d L_Q(U^k(theta)) / d theta (and d / d inner lrs)."""
     params = self._initial_params()
     # In _meta_variables order: each group's parameters, then its learnable inner lrs.
@@ -236,15 +265,14 @@ class MetaLearner:
     self._recorded = {} if self.bn_statistics else None
     with tf.GradientTape() as tape:
       tape.watch(sources)
-      trajectory, losses = self._adapt(task, params, self.train_phases, first_order,
-                                       self._lr_tensors())
+      trajectory, losses = self._adapt(task, params, phases, first_order, self._lr_tensors())
       if self.multi_step_loss_iterations:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
-        query = [self._query(task, trajectory[s + 1], s + 1) for s in range(steps)]
+        query = [self._query(task, trajectory[s + 1], s + 1, steps) for s in range(steps)]
         loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
         acc = query[-1][1]
       else:
-        loss, acc = self._query(task, trajectory[-1], steps)
+        loss, acc = self._query(task, trajectory[-1], steps, steps)
     grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     metrics = _task_metrics(loss, acc, losses)
     if self.bn_statistics:
@@ -255,15 +283,16 @@ class MetaLearner:
 
   def _adapt_loop(self, task, params, phases):
     """First-order adaptation in a tf.while_loop (meta-testing, Reptile)."""
-    return inner_loop.adapt_loop(self._support_loss(task), params, self.groups, phases,
-                                 joint=self.joint)
+    return inner_loop.adapt_loop(self._support_loss(task, inner_loop.total_steps(phases)),
+                                 params, self.groups, phases, joint=self.joint)
 
-  def _reptile_task(self, task):
+  def _reptile_task(self, task, phases):
     """Reptile direction of one task: U^k(theta) - theta."""
     params = self._initial_params()
-    final, losses = self._adapt_loop(task, params, self.train_phases)
+    final, losses = self._adapt_loop(task, params, phases)
     diffs = [a - p for name in self.groups for a, p in zip(final[name], params[name])]
-    loss, acc = self._query(task, final, inner_loop.total_steps(self.train_phases))
+    steps = inner_loop.total_steps(phases)
+    loss, acc = self._query(task, final, steps, steps)
     metrics = _task_metrics(loss, acc, losses)
     return diffs, metrics
 
@@ -288,17 +317,20 @@ class MetaLearner:
     _, total = tf.while_loop(lambda i, _: i < num_tasks, step, (tf.constant(0), zeros))
     return tf.nest.map_structure(lambda t: t / num_tasks, total)
 
-  def _train_step(self, batch, first_order):
+  def _train_step(self, batch, first_order, warmup):
+    phases = self._phases(warmup)
     if self.algorithm == "reptile":
-      body = lambda task: self._reptile_task(task)
+      body = lambda task: self._reptile_task(task, phases)
     else:
-      body = lambda task: self._maml_task(task, first_order)
+      body = lambda task: self._maml_task(task, first_order, phases)
     directions, metrics = self._over_tasks(body, batch)
     start = 0
     for name in self.groups:
       variables = self._meta_variables(name)
       part = directions[start:start + len(variables)]
       start += len(variables)
+      if warmup and name in self.warmup_frozen:
+        continue
       if self.algorithm == "reptile":
         # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
         part = [-d for d in part]
@@ -315,28 +347,54 @@ class MetaLearner:
   def train_step(self, batch):
     """One meta-iteration on a meta-batch (dict of [tasks, ...] tensors); returns metrics.
 
-    The compiled function is traced once per derivative order (at most twice in a run).
+    The compiled function is traced once per derivative order and warm-up state (at most
+    three times in a run).
     """
     first_order = self.first_order_now() if self.algorithm != "reptile" else True
-    if first_order not in self._train_fns:
-      self._train_fns[first_order] = tf.function(
-          functools.partial(self._train_step, first_order=first_order))
-    return self._train_fns[first_order](batch)
+    key = (first_order, self.in_warmup())
+    if key not in self._train_fns:
+      self._train_fns[key] = tf.function(
+          functools.partial(self._train_step, first_order=first_order, warmup=key[1]))
+    return self._train_fns[key](batch)
 
   # ---- adaptation to new tasks ----------------------------------------------------------
 
+  def final_logits(self, params, images, num_steps):
+    """Logits of a model adapted for `num_steps` steps (its parameters `params`) on new
+    float images: the prediction after adaptation."""
+    return self.forward(self.model, params, images, num_steps, num_steps)
+
+  def _evaluate_task(self, task, params, num_steps):
+    """Per-task evaluation outputs after adaptation: query loss and accuracy (methods add
+    their own, e.g. the adapted architecture)."""
+    logits = self.final_logits(params, to_float(task["query_images"]), num_steps)
+    return {"loss": cross_entropy(logits, task["query_labels"]),
+            "accuracy": accuracy(logits, task["query_labels"])}
+
   def _evaluate_batch(self, batch):
     params = self._initial_params()
+    steps = inner_loop.total_steps(self.test_phases)
 
     def one(task):
       final, _ = self._adapt_loop(task, params, self.test_phases)
-      return self._query(task, final, inner_loop.total_steps(self.test_phases))
+      return self._evaluate_task(task, final, steps)
 
-    return tf.map_fn(one, batch, fn_output_signature=(tf.float32, tf.float32))
+    return tf.map_fn(one, batch, fn_output_signature=self._evaluate_signature())
+
+  def _evaluate_signature(self):
+    """tf.TensorSpec of each `_evaluate_task` output of one task."""
+    return {"loss": tf.TensorSpec([], tf.float32), "accuracy": tf.TensorSpec([], tf.float32)}
 
   def evaluate_batch(self, batch):
-    """Adapts afresh to each task of `batch` with the test phases: (losses, accuracies)."""
+    """Adapts afresh to each task of `batch` with the test phases; returns a dict of
+    per-task outputs ("loss", "accuracy", and what the method adds), each [tasks, ...]."""
     return self._eval_fn(batch)
+
+  def summarize(self, outputs, step):
+    """Method-specific summaries of an evaluation's outputs (numpy, [tasks, ...]), written
+    inside the caller's default summary writer; returns extra results for results.json."""
+    del outputs, step
+    return {}
 
   def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):
     """Adapts the meta-learned parameters to one new task.
@@ -390,8 +448,7 @@ class AdaptedModel:
     """Logits for `images` (uint8 or float in [0, 255]); batch statistics in BatchNorm, as
     during adaptation (transductive, as MAML and REPTILE evaluate)."""
     steps = inner_loop.total_steps(self.learner.test_phases)
-    return self.learner.forward(self.learner.model, self.params,
-                                to_float(tf.convert_to_tensor(images)), steps)
+    return self.learner.final_logits(self.params, to_float(tf.convert_to_tensor(images)), steps)
 
   def accuracy(self, images, labels):
     return float(accuracy(self.predict(images), tf.convert_to_tensor(labels, tf.int32)))

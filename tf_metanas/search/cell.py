@@ -40,6 +40,9 @@ class _Cell(layers.Layer):
   def _states(self, s0, s1, training):
     return [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
 
+  def _drop(self, x, training, drop_path):
+    return self.drop_path(x, training=training if drop_path is None else drop_path)
+
   def _zeros(self, states):
     stride = 2 if self.reduction else 1
     return K.zeros_like(states[1][:, ::stride, ::stride, :])
@@ -69,6 +72,7 @@ class SearchCell(_Cell):
     op_weights: [num_edges, num_ops] normalized op weights.
     edge_weights: [num_edges] edge weights.
     training: BatchNorm and DropPath mode.
+    drop_path: DropPath on or off (default: `training`).
   """
 
   def __init__(self, channels, num_nodes, op_names, reduction, reduction_prev, affine=False,
@@ -86,14 +90,14 @@ class SearchCell(_Cell):
       for e, i in edges:
         self.edges[e].build(shape if i < 2 else reduced)
 
-  def call(self, s0, s1, op_weights, edge_weights, training=None):
+  def call(self, s0, s1, op_weights, edge_weights, training=None, drop_path=None):
     states = self._states(s0, s1, training)
     for edges in topology.node_edges(self.num_nodes):
       node = None
       for e, i in edges:
         out = self.edges[e](states[i], op_weights[e] * edge_weights[e], training=training)
         if out is not None:
-          out = self.drop_path(out, training=training)
+          out = self._drop(out, training, drop_path)
           node = out if node is None else node + out
       states.append(self._zeros(states) if node is None else node)
     return K.concatenate(states[2:], axis=-1)
@@ -129,14 +133,14 @@ class FixedCell(_Cell):
       for (_, i), op in zip(node, node_ops):
         op.build(shape if i < 2 else reduced)
 
-  def call(self, s0, s1, training=None):
+  def call(self, s0, s1, training=None, drop_path=None):
     states = self._states(s0, s1, training)
     for node, node_ops in zip(self.nodes, self.node_ops):
       total = None
       for (_, i), op in zip(node, node_ops):
         out = op(states[i], training=training)
         if not isinstance(op, ops_lib.Identity):
-          out = self.drop_path(out, training=training)
+          out = self._drop(out, training, drop_path)
         total = out if total is None else total + out
       states.append(self._zeros(states) if total is None else total)
     return K.concatenate(states[2:], axis=-1)

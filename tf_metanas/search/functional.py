@@ -23,8 +23,13 @@ class FunctionalModel(keras.Model):
     arch = {id(v) for v in self.arch_variables}
     return [v for v in self.trainable_variables if id(v) not in arch]
 
+  def call_options(self, regularize):
+    """Extra `call` arguments that turn training-only regularization off (none here)."""
+    del regularize
+    return {}
+
   def functional_call(self, weights, images, arch=None, training=True, non_trainable=None,
-                      return_non_trainable=False, **call_kwargs):
+                      return_non_trainable=False, regularize=True, **call_kwargs):
     """The network applied with `weights` (and `arch`) given as tensors: no variable changes.
 
     Args:
@@ -36,6 +41,8 @@ class FunctionalModel(keras.Model):
         or None to use the variables.
       return_non_trainable: also return the updated non-trainable values (the moving
         statistics after this call in training mode).
+      regularize: False turns training-only regularization (DropPath) off while BatchNorm
+        still follows `training`: predictions after adaptation.
       **call_kwargs: forwarded to `call` (e.g. `mixture`).
 
     Returns:
@@ -49,6 +56,7 @@ class FunctionalModel(keras.Model):
     trainable = [given.get(id(v), v.value) for v in self.trainable_variables]
     if non_trainable is None:
       non_trainable = [v.value for v in self.non_trainable_variables]
+    call_kwargs.update(self.call_options(regularize))
     logits, updated = self.stateless_call(trainable, list(non_trainable), images,
                                           training=training, **call_kwargs)
     return (logits, updated) if return_non_trainable else logits

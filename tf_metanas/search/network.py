@@ -57,6 +57,10 @@ class _Network(functional.FunctionalModel):
       s0, s1 = s1, cell_call(cell, s0, s1)
     return self.classifier(self.pool(s1))
 
+  def call_options(self, regularize):
+    """`drop_path=False` when not regularizing and DropPath is on."""
+    return {} if regularize or not self.drop_path_rate else {"drop_path": False}
+
   def build(self, input_shape):
     shape = tuple(input_shape)
     self.stem_conv.build(shape)
@@ -94,6 +98,7 @@ class SearchNetwork(_Network):
     mixture: dict of normalized weights (`tf_metanas.arch.mixture.mixture`); None uses
       softmax of the architecture variables at temperature 1.
     training: BatchNorm and DropPath mode.
+    drop_path: DropPath on or off (default: `training`).
 
   Example:
     net = SearchNetwork(num_classes=5)
@@ -140,12 +145,13 @@ class SearchNetwork(_Network):
     return mixture_lib.mixture(alphas, betas, self.num_nodes, max(self.input_k, 1),
                                tau_alpha, tau_beta)
 
-  def call(self, images, mixture=None, training=None):
+  def call(self, images, mixture=None, training=None, drop_path=None):
     mixture = self.mixture() if mixture is None else mixture
 
     def cell_call(cell, s0, s1):
       kind = "reduce" if cell.reduction else "normal"
-      return cell(s0, s1, mixture[f"{kind}_ops"], mixture[f"{kind}_edges"], training=training)
+      return cell(s0, s1, mixture[f"{kind}_ops"], mixture[f"{kind}_edges"], training=training,
+                  drop_path=drop_path)
 
     return self._features(images, cell_call, training)
 
@@ -215,9 +221,11 @@ class FixedNetwork(_Network):
                                      reduction, reduction_prev, affine, drop_path_rate)
                   for c, reduction, reduction_prev in self._cell_plan()]
 
-  def call(self, images, training=None):
-    return self._features(images, lambda cell, s0, s1: cell(s0, s1, training=training),
-                          training)
+  def call(self, images, training=None, drop_path=None):
+    """Logits; `drop_path` turns DropPath on or off (default: `training`)."""
+    return self._features(
+        images, lambda cell, s0, s1: cell(s0, s1, training=training, drop_path=drop_path),
+        training)
 
   def get_config(self):
     return {**super().get_config(), "genotype": self.genotype.to_dict(), "affine": self.affine}

@@ -124,18 +124,18 @@ class Runner:
     return int(self.learner.step.numpy())
 
   def evaluate(self, split, num_tasks):
-    """Adapts afresh to `num_tasks` tasks of `split`; returns (mean acc, 95% CI, mean loss)."""
+    """Adapts afresh to `num_tasks` tasks of `split`; returns the per-task outputs of
+    `MetaLearner.evaluate_batch` as numpy arrays ("loss", "accuracy", ...), [num_tasks, ...]."""
     sampler = self.samplers[split]
     batches = -(-num_tasks // self.test_batch_size)
-    accuracies, losses = [], []
+    outputs, done = [], 0
     for index, batch in enumerate(sampler.dataset(self.test_batch_size, num_batches=batches)):
-      loss, acc = self.learner.evaluate_batch(batch)
-      accuracies.extend(acc.numpy().tolist())
-      losses.extend(loss.numpy().tolist())
+      outputs.append(tf.nest.map_structure(lambda t: t.numpy(),
+                                           self.learner.evaluate_batch(batch)))
+      done += self.test_batch_size
       if (index + 1) % 10 == 0 and index + 1 < batches:
-        logging.info("meta-%s: %d / %d tasks adapted", split, len(accuracies), num_tasks)
-    mean, ci = confidence_interval(accuracies[:num_tasks])
-    return mean, ci, float(np.mean(losses[:num_tasks]))
+        logging.info("meta-%s: %d / %d tasks adapted", split, done, num_tasks)
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts)[:num_tasks], *outputs)
 
   def train(self):
     """Meta-trains from the latest checkpoint (or from scratch) to num_iterations."""
@@ -164,23 +164,27 @@ class Runner:
         self._log_eval("val", self.eval_tasks, step)
 
   def _log_eval(self, split, num_tasks, step):
-    mean, ci, loss = self.evaluate(split, num_tasks)
+    """Evaluates, writes Eval/ summaries (and the learner's own); returns the results."""
+    outputs = self.evaluate(split, num_tasks)
+    mean, ci = confidence_interval(outputs["accuracy"])
     with self.writers["eval"].as_default():
       tf.summary.scalar(f"Eval/{split}_accuracy", mean, step=step)
       tf.summary.scalar(f"Eval/{split}_accuracy_ci95", ci, step=step)
-      tf.summary.scalar(f"Eval/{split}_loss", loss, step=step)
+      tf.summary.scalar(f"Eval/{split}_loss", float(np.mean(outputs["loss"])), step=step)
+      extra = self.learner.summarize(outputs, step)
     logging.info("meta-%s at %d: accuracy %.4f +- %.4f over %d tasks", split, step, mean, ci,
                  num_tasks)
-    return mean, ci
+    return {"accuracy": mean, "ci95": ci, **extra}
 
   def test(self, results_name="results.json"):
-    """The final meta-test: writes and returns the results (mean accuracy, 95% CI, ...)."""
+    """The final meta-test: writes and returns the results (mean accuracy, 95% CI, what the
+    learner adds, e.g. METANAS task-specific parameter counts and genotypes)."""
     step = int(self.learner.step.numpy())
-    mean, ci = self._log_eval("test", self.test_tasks, step)
-    results = {"accuracy": mean, "ci95": ci, "num_tasks": self.test_tasks,
-               "parameters": self.parameter_count, "meta_iterations": step,
-               "num_ways": self.samplers["test"].spec.num_ways,
-               "num_shots": self.samplers["test"].spec.num_shots}
+    results = self._log_eval("test", self.test_tasks, step)
+    results.update({"num_tasks": self.test_tasks, "parameters": self.parameter_count,
+                    "meta_iterations": step,
+                    "num_ways": self.samplers["test"].spec.num_ways,
+                    "num_shots": self.samplers["test"].spec.num_shots})
     (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
     return results
 
