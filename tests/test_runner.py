@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tf_metanas import configurables
 from tf_metanas import data
+from tf_metanas import search
 from tf_metanas.data import synthetic
 from tf_metanas.train import runner as runner_lib
 
@@ -206,6 +207,11 @@ def test_every_gin_file_parses(path):
 def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(path)
   shape = IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
-  _parse(TINY, params=[f"load_splits.synthetic_image_shape = {shape}"])
+  params = [f"load_splits.synthetic_image_shape = {shape}"]
+  if "GENOTYPE" in path.read_text():  # METANAS scale-up: the genotype of an earlier run
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(search.AUTOMETA_GENOTYPE.to_json())
+    params.append(f"GENOTYPE = '{genotype}'")
+  _parse(TINY, params=params)
   results = runner_lib.Runner(model_dir=tmp_path).run()
   assert 0.0 <= results["accuracy"] <= 1.0 and (tmp_path / "ckpt-2.index").exists()

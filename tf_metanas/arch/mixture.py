@@ -17,6 +17,15 @@ def op_weights(alpha, tau=1.0):
   return K.softmax(alpha / tau, axis=-1)
 
 
+def prune(weights, threshold):
+  """METANAS pruning (Sec. 4): normalized weights below `threshold` become exactly 0; the
+  kept ones keep their value (no renormalization, so the pruned network is the soft one
+  without its negligible terms)."""
+  if not threshold:
+    return weights
+  return K.where(weights >= threshold, weights, K.zeros_like(weights))
+
+
 def combination_weights(beta, num_nodes, k, tau=1.0):
   """Eq. 7: per node, softmax(beta / tau) over that node's k-input combinations."""
   parts = [K.softmax(beta[start:stop] / tau) if stop - start > 1 else K.ones_like(beta[start:stop])
@@ -24,14 +33,15 @@ def combination_weights(beta, num_nodes, k, tau=1.0):
   return K.concatenate(parts, axis=0)
 
 
-def edge_weights(beta, num_nodes, k, tau=1.0):
+def edge_weights(beta, num_nodes, k, tau=1.0, threshold=0.0):
   """Eq. 7 folded onto edges: the weight of edge (i, j) is the sum over node j's
-  combinations containing input i of their softmax weight."""
+  combinations containing input i of their softmax weight (after pruning at `threshold`)."""
   matrix = K.convert_to_tensor(topology.combination_to_edges(num_nodes, k), beta.dtype)
-  return K.matmul(combination_weights(beta, num_nodes, k, tau)[None, :], matrix)[0]
+  combos = prune(combination_weights(beta, num_nodes, k, tau), threshold)
+  return K.matmul(combos[None, :], matrix)[0]
 
 
-def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0):
+def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0, threshold=0.0):
   """The mixture for both cell types.
 
   Args:
@@ -39,15 +49,18 @@ def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0):
     betas: dict cell type -> combination logits [num_combinations], or None (summed inputs).
     num_nodes, k: the cell's intermediate nodes and inputs per combination.
     tau_alpha, tau_beta: softmax temperatures.
+    threshold: > 0 prunes op and combination weights below it (the task-specific
+      architecture of METANAS; ops that are exactly 0 are then not computed when the
+      weights are known at trace time).
 
   Returns:
     dict "<cell type>_ops" -> [num_edges, num_ops], "<cell type>_edges" -> [num_edges].
   """
   out = {}
   for cell in CELL_TYPES:
-    out[f"{cell}_ops"] = op_weights(alphas[cell], tau_alpha)
+    out[f"{cell}_ops"] = prune(op_weights(alphas[cell], tau_alpha), threshold)
     if betas is None:
       out[f"{cell}_edges"] = K.ones((topology.num_edges(num_nodes),), alphas[cell].dtype)
     else:
-      out[f"{cell}_edges"] = edge_weights(betas[cell], num_nodes, k, tau_beta)
+      out[f"{cell}_edges"] = edge_weights(betas[cell], num_nodes, k, tau_beta, threshold)
   return out

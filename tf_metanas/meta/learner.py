@@ -12,7 +12,8 @@ a meta-batch from the meta-parameters and updates them:
 MAML++ (Antoniou et al. 2019) options: multi-step loss with annealed per-step weights,
 per-layer per-step learnable inner learning rates (LSLR), derivative-order annealing
 (first order for the first `first_order_iterations`), cosine meta learning rate (a Cosine
-schedule). All tasks and inner steps of a meta-iteration run in one tf.function.
+schedule). All tasks and inner steps of a meta-iteration run in one tf.function, traced
+without autograph (the loops are explicit tf.while_loops; conversion only cost trace time).
 """
 
 import dataclasses
@@ -184,7 +185,7 @@ class MetaLearner:
       optimizer.build(self._meta_variables(name))
       self.meta_optimizers[name] = optimizer
     self._train_fns, self._adapt_fns = {}, {}
-    self._eval_fn = tf.function(self._evaluate_batch)
+    self._eval_fn = tf.function(self._evaluate_batch, autograph=False)
 
   # ---- pieces ---------------------------------------------------------------------------
 
@@ -354,7 +355,8 @@ class MetaLearner:
     key = (first_order, self.in_warmup())
     if key not in self._train_fns:
       self._train_fns[key] = tf.function(
-          functools.partial(self._train_step, first_order=first_order, warmup=key[1]))
+          functools.partial(self._train_step, first_order=first_order, warmup=key[1]),
+          autograph=False)
     return self._train_fns[key](batch)
 
   # ---- adaptation to new tasks ----------------------------------------------------------
@@ -419,7 +421,7 @@ class MetaLearner:
                 inner_loop.total_steps(phases)))}
     if phases not in self._adapt_fns:  # one compiled adaptation per protocol
       self._adapt_fns[phases] = tf.function(
-          lambda t: self._adapt_loop(t, self._initial_params(), phases))
+          lambda t: self._adapt_loop(t, self._initial_params(), phases), autograph=False)
     final, losses = self._adapt_fns[phases](task)
     return AdaptedModel(self, final, losses.numpy().tolist())
 

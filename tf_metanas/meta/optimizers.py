@@ -52,14 +52,18 @@ class Adam:
   def update(self, params, grads, state, lr, weight_decay=0.0):
     t, m, v = state
     t = t + 1.0
+    # The bias corrections are scalars: computed once, not per tensor (a smaller graph).
+    m_scale = 1.0 / (1.0 - self.beta1 ** t)
+    v_scale = 1.0 / (1.0 - self.beta2 ** t)
     new_params, new_m, new_v = [], [], []
     for i, (p, g, mi, vi) in enumerate(zip(params, grads, m, v)):
-      g = g + weight_decay * p
-      mi = self.beta1 * mi + (1.0 - self.beta1) * g
+      if weight_decay:
+        g = g + weight_decay * p
+      # beta1 = 0 (REPTILE, METANAS): m = g exactly, without the dead multiply-adds.
+      mi = g if self.beta1 == 0 else self.beta1 * mi + (1.0 - self.beta1) * g
       vi = self.beta2 * vi + (1.0 - self.beta2) * tf.square(g)
-      m_hat = mi / (1.0 - self.beta1 ** t)
-      v_hat = vi / (1.0 - self.beta2 ** t)
-      new_params.append(p - _lr_for(lr, i) * m_hat / (tf.sqrt(v_hat) + self.epsilon))
+      step = _lr_for(lr, i) * (mi * m_scale) / (tf.sqrt(vi * v_scale) + self.epsilon)
+      new_params.append(p - step)
       new_m.append(mi)
       new_v.append(vi)
     return new_params, (t, new_m, new_v)

@@ -1,6 +1,7 @@
 """Cells: the supernet's SearchCell and the discrete FixedCell built from a genotype."""
 
 import keras
+import tensorflow as tf
 from keras import layers
 from keras import ops as K
 
@@ -92,10 +93,12 @@ class SearchCell(_Cell):
 
   def call(self, s0, s1, op_weights, edge_weights, training=None, drop_path=None):
     states = self._states(s0, s1, training)
+    caches = [mixed_op_lib.OpCache() for _ in range(self.num_nodes + 2)]
+    op_weights = tf.unstack(op_weights * edge_weights[:, None])
     for edges in topology.node_edges(self.num_nodes):
       node = None
       for e, i in edges:
-        out = self.edges[e](states[i], op_weights[e] * edge_weights[e], training=training)
+        out = self.edges[e](states[i], op_weights[e], training=training, cache=caches[i])
         if out is not None:
           out = self._drop(out, training, drop_path)
           node = out if node is None else node + out

@@ -8,6 +8,16 @@ from keras import layers
 from tf_metanas.search import ops as ops_lib
 
 
+class OpCache:
+  """Outputs of parameter-free ops on one node's output, shared by the edges leaving it.
+
+  (An object rather than a dict: Keras rebuilds container arguments of `Layer.__call__`.)
+  """
+
+  def __init__(self):
+    self.outputs = {}
+
+
 def static_value(tensor):
   """The value of `tensor` if known without running a graph (eager, constant), else None."""
   if isinstance(tensor, np.ndarray):
@@ -35,6 +45,9 @@ class MixedOp(layers.Layer):
       constants), ops whose weight is exactly zero are not computed; if all are zero the
       call returns None.
     training: BatchNorm mode.
+    cache: optional OpCache shared by the edges leaving the same node: outputs of
+      parameter-free ops (pooling with a batch-statistics BatchNorm, identity) are computed
+      once per node and reused by its other edges, which compute the same function.
   """
 
   def __init__(self, channels, op_names, stride=1, affine=False, **kwargs):
@@ -50,15 +63,24 @@ class MixedOp(layers.Layer):
   def compute_output_shape(self, input_shape):
     return ops_lib.output_shape(input_shape, self.channels, self.stride)
 
-  def call(self, x, weights, training=None):
+  def call(self, x, weights, training=None, cache=None):
     known = static_value(weights)
-    total = None
+    total, weights = None, tf.unstack(weights)
     for i, op in enumerate(self.candidates):
       if known is not None and known[i] == 0:
         continue
-      term = weights[i] * op(x, training=training)
+      term = weights[i] * self._apply(op, x, training, cache)
       total = term if total is None else total + term
     return total
+
+  @staticmethod
+  def _apply(op, x, training, cache):
+    if cache is None or op.weights:
+      return op(x, training=training)
+    key = (type(op).__name__, getattr(op, "pool", None))
+    if key not in cache.outputs:
+      cache.outputs[key] = op(x, training=training)
+    return cache.outputs[key]
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels, "op_names": self.op_names,

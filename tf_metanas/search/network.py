@@ -88,6 +88,8 @@ class SearchNetwork(_Network):
     op_set: op set name ("S1", "DARTS", "PNAS") or a tuple of op names.
     input_k: inputs per combination for METANAS Eq. 7 input weights (2 in the paper), or
       0 to sum every input (DARTS) without input weights.
+    running_statistics: BatchNorms keep moving statistics (False, the default: always
+      batch statistics, as the inner loops use them; a much smaller graph).
 
   Architecture variables: alpha_normal / alpha_reduce [num_edges, num_ops] and, with
   input_k > 0, beta_normal / beta_reduce [num_combinations], all initialized to 1e-3 * N(0, 1)
@@ -108,15 +110,19 @@ class SearchNetwork(_Network):
 
   def __init__(self, num_classes, channels=28, num_cells=4, reduction_cells=(1, 3),
                num_nodes=3, op_set="S1", input_k=2, channel_doubling=False, stem_multiplier=3,
-               drop_path_rate=0.0, seed=None, **kwargs):
+               drop_path_rate=0.0, seed=None, running_statistics=False, **kwargs):
     super().__init__(num_classes, channels, num_cells, reduction_cells, channel_doubling,
                      stem_multiplier, drop_path_rate, **kwargs)
     self.num_nodes, self.input_k, self.seed = int(num_nodes), int(input_k), seed
+    self.running_statistics = bool(running_statistics)
     self.op_set = op_set if isinstance(op_set, str) else tuple(op_set)
     self.op_names = ops_lib.op_set(op_set)
     self.cells = [cell_lib.SearchCell(c, num_nodes, self.op_names, reduction, reduction_prev,
                                       drop_path_rate=drop_path_rate)
                   for c, reduction, reduction_prev in self._cell_plan()]
+    for layer in self._flatten_layers(include_self=False):
+      if isinstance(layer, batch_norm.BatchNorm):
+        layer.running_statistics = self.running_statistics
     init = keras.initializers.RandomNormal(stddev=1e-3, seed=seed)
     shape = (topology.num_edges(num_nodes), len(self.op_names))
     self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
@@ -139,11 +145,12 @@ class SearchNetwork(_Network):
     betas = dict(zip(mixture_lib.CELL_TYPES, arch[2:])) if self.input_k else None
     return alphas, betas
 
-  def mixture(self, arch=None, tau_alpha=1.0, tau_beta=1.0):
-    """Softmax mixture weights with temperatures (Eq. 5, 7) from `arch` or the variables."""
+  def mixture(self, arch=None, tau_alpha=1.0, tau_beta=1.0, threshold=0.0):
+    """Softmax mixture weights with temperatures (Eq. 5, 7) from `arch` or the variables;
+    `threshold` > 0 prunes the weights below it (METANAS task-specific architecture)."""
     alphas, betas = self.arch_dict(arch)
     return mixture_lib.mixture(alphas, betas, self.num_nodes, max(self.input_k, 1),
-                               tau_alpha, tau_beta)
+                               tau_alpha, tau_beta, threshold)
 
   def call(self, images, mixture=None, training=None, drop_path=None):
     mixture = self.mixture() if mixture is None else mixture
@@ -196,7 +203,8 @@ class SearchNetwork(_Network):
 
   def get_config(self):
     return {**super().get_config(), "num_nodes": self.num_nodes, "op_set": self.op_set,
-            "input_k": self.input_k, "seed": self.seed}
+            "input_k": self.input_k, "seed": self.seed,
+            "running_statistics": self.running_statistics}
 
 
 @keras.saving.register_keras_serializable("tf_metanas")

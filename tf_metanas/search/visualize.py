@@ -1,11 +1,16 @@
-"""Pictures of genotypes: each cell as a DAG of its nodes with the ops on the edges."""
+"""Pictures of architectures: genotypes (each cell as a DAG of its nodes with the ops on
+the edges) and heatmaps of normalized architecture weights."""
 
+import io
 import pathlib
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from tf_metanas.search import topology  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _COLORS = {"input": "#a6cee3", "node": "#fdbf6f", "output": "#b2df8a"}
 
@@ -61,3 +66,53 @@ def plot_genotype(genotype, path=None, title=""):
     fig.savefig(path, dpi=100)
     plt.close(fig)
   return fig
+
+
+def input_name(i):
+  """Name of a cell input: c_{k-2}, c_{k-1} for the cell inputs, else the node index."""
+  return ("c_{k-2}", "c_{k-1}")[i] if i < 2 else str(i - 2)
+
+
+def edge_names(num_nodes):
+  """'input -> node' for every edge, in edge-index order."""
+  names = [""] * topology.num_edges(num_nodes)
+  for j, edges in enumerate(topology.node_edges(num_nodes)):
+    for e, i in edges:
+      names[e] = f"{input_name(i)} -> {j}"
+  return names
+
+
+def combination_names(num_nodes, k):
+  """'node j: a + b' for every input combination, in the flat Eq. 7 order."""
+  return [f"node {j}: " + " + ".join(input_name(i) for i in combo)
+          for j, combos in enumerate(topology.input_combinations(num_nodes, k))
+          for combo in combos]
+
+
+def plot_weights(weights, row_labels, column_labels, title, xlabel="", ylabel=""):
+  """A heatmap of normalized weights in [0, 1] with labelled axes, values printed in the
+  cells, and a color bar. Returns the figure."""
+  weights = np.asarray(weights, np.float64)
+  rows, cols = weights.shape
+  fig, ax = plt.subplots(figsize=(1.6 + 0.95 * cols, 1.2 + 0.38 * rows))
+  image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+  ax.set_xticks(range(cols), column_labels, rotation=35, ha="right", fontsize=8)
+  ax.set_yticks(range(rows), row_labels, fontsize=8)
+  for r in range(rows):
+    for c in range(cols):
+      ax.text(c, r, f"{weights[r, c]:.2f}", ha="center", va="center", fontsize=6.5,
+              color="black" if weights[r, c] > 0.6 else "white")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+  fig.tight_layout()
+  return fig
+
+
+def figure_to_png(fig):
+  """PNG bytes of a figure, which is closed."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=90)
+  plt.close(fig)
+  return buffer.getvalue()

@@ -1,0 +1,54 @@
+"""TensorBoard views of architectures: heatmaps of normalized architecture weights,
+pictures of derived cells and a table of genotypes. Call inside a default summary writer.
+
+Tags: Architecture/<name>/op_weights (one image per cell type: rows edges "input -> node",
+columns ops), Architecture/<name>/input_weights (rows input combinations, columns cell
+types), Architecture/<name> for genotype pictures, Architecture/genotypes (text).
+"""
+
+import tensorflow as tf
+
+from tf_metanas.arch import mixture as mixture_lib
+from tf_metanas.search import visualize
+
+
+def _image(tag, figure, step):
+  png = visualize.figure_to_png(figure)
+  tf.summary.image(tag, tf.image.decode_png(png, channels=3)[None], step=step)
+
+
+def write_architecture(name, model, arch, tau_alpha, tau_beta, step):
+  """Heatmaps of the op weights (Eq. 5) of both cell types and of the input-combination
+  weights (Eq. 7) of architecture tensors `arch` of a SearchNetwork, at the given
+  temperatures."""
+  mixture = model.mixture(arch, tau_alpha, tau_beta)
+  for cell in mixture_lib.CELL_TYPES:
+    figure = visualize.plot_weights(
+        mixture[f"{cell}_ops"], visualize.edge_names(model.num_nodes), model.op_names,
+        f"{name}: {cell} cell op weights (tau_alpha={tau_alpha:g})", xlabel="op",
+        ylabel="edge")
+    _image(f"Architecture/{name}/op_weights_{cell}", figure, step)
+  if model.input_k:
+    _, betas = model.arch_dict(arch)
+    columns = [mixture_lib.combination_weights(betas[c], model.num_nodes, model.input_k,
+                                               tau_beta) for c in mixture_lib.CELL_TYPES]
+    figure = visualize.plot_weights(
+        tf.stack(columns, axis=1), visualize.combination_names(model.num_nodes, model.input_k),
+        mixture_lib.CELL_TYPES, f"{name}: input-combination weights (tau_beta={tau_beta:g})",
+        xlabel="cell", ylabel="input combination")
+    _image(f"Architecture/{name}/input_weights", figure, step)
+
+
+def write_genotype(name, genotype, step):
+  """A picture of both cells of `genotype` and its JSON as text."""
+  _image(f"Architecture/{name}", visualize.plot_genotype(genotype, title=name), step)
+  tf.summary.text(f"Architecture/{name}_json", genotype.to_json(), step=step)
+
+
+def write_genotype_table(name, entries, num_tasks, parameter_count, step):
+  """A markdown table of (genotype, tasks) entries with their share and parameter count."""
+  lines = ["| tasks | share | parameters | genotype |", "|---|---|---|---|"]
+  for genotype, count in entries:
+    lines.append(f"| {count} | {count / num_tasks:.1%} | {parameter_count(genotype)} | "
+                 f"`{genotype.to_json()}` |")
+  tf.summary.text(f"Architecture/{name}", "\n".join(lines), step=step)
