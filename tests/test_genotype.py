@@ -109,3 +109,10 @@ def test_autometa_and_reptile_networks():
   mini = reptile_network(5, "mini_imagenet")
   mini.build((None, 84, 84, 3))
   assert mini.classifier.kernel.shape == (6 * 6 * 32, 5)
+
+
+def test_summary_lists_each_node_on_one_line():
+  genotype = Genotype([[("conv_3x3", 0)], [("skip_connect", 2), ("max_pool_3x3", 1)]],
+                      [[("conv_3x3", 1)], [("avg_pool_3x3", 0)]])
+  assert genotype.summary() == ("normal [0: conv_3x3(0) | 1: skip_connect(2), max_pool_3x3(1)]"
+                                "  reduce [0: conv_3x3(1) | 1: avg_pool_3x3(0)]")

@@ -16,8 +16,8 @@ def test_readme_starts_with_exactly_two_commands():
   assert text.index("```bash") < text.index("\n## ")
   commands = _commands()
   assert len(commands) == 2
-  assert "tools/train.py --gin_file=gin_configs/experiments/quickstart.gin" in commands[0]
-  assert (ROOT / "gin_configs" / "experiments" / "quickstart.gin").exists()
+  assert "tools/train.py --gin_file=gin_configs/experiments/metanas/quickstart.gin" in commands[0]
+  assert (ROOT / "gin_configs" / "experiments" / "metanas" / "quickstart.gin").exists()
   assert "pytest" in commands[1]
 
 

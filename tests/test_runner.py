@@ -215,3 +215,6 @@ def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(TINY, params=params)
   results = runner_lib.Runner(model_dir=tmp_path).run()
   assert 0.0 <= results["accuracy"] <= 1.0 and (tmp_path / "ckpt-2.index").exists()
+  if gin.query_parameter("Runner.learner").selector == "Metanas":
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["task_parameter_counts"]) == 4 and saved["genotypes"][0]["tasks"] >= 1

@@ -1,21 +1,28 @@
-r"""Benchmarks the search space: forward+backward time, FLOPs and achieved GFLOP/s of a
-SearchNetwork, next to a large matmul's GFLOP/s measured in the same run.
+r"""Benchmarks: forward+backward time, FLOPs and achieved GFLOP/s of a SearchNetwork next
+to a large matmul's GFLOP/s measured in the same run; or, with --gin_file, seconds per
+meta-iteration of a whole configuration (on synthetic images of its dataset's shape).
 
   python tools/benchmark.py                     # METANAS supernet, Omniglot 20-way
   python tools/benchmark.py --jit_compile       # the same under XLA
   python tools/benchmark.py --channels=16 --num_nodes=4 --op_set=DARTS --input_k=0
+  python tools/benchmark.py --gin_file=gin_configs/experiments/metanas/omniglot_20w1s.gin \
+      --gin_param=Metanas.warmup_iterations=0 --iterations=3
 """
 
 import json
+import tempfile
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas import configurables
 from tf_metanas.search import SearchNetwork
+from tf_metanas.train import runner as runner_lib
 
 _BATCH = flags.DEFINE_integer("batch", 20, "Images per forward+backward pass.")
 _IMAGE = flags.DEFINE_list("image_shape", ["28", "28", "1"], "H, W, C of the inputs.")
@@ -32,6 +39,10 @@ _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Size n of the n x n referen
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 _PER_OP = flags.DEFINE_bool("per_op", False,
                             "Also time each op of the op set alone at the stem's resolution.")
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Time meta-iterations of this config.")
+_GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings after the files.")
+_IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1),
+                 "mini_imagenet": (84, 84, 3), "fc100": (32, 32, 3)}
 
 
 def _timed(fn, iterations):
@@ -96,8 +107,43 @@ def op_benchmark(op_names, shape, iterations):
   return result
 
 
+def meta_iteration_benchmark(gin_files, gin_params, iterations):
+  """Seconds per meta-iteration (median, after the first call, which traces) of a config."""
+  configurables.parse(gin_files, gin_params)
+  shape = _IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
+  configurables.parse([], [f"load_splits.synthetic_image_shape = {shape}"])
+  with tempfile.TemporaryDirectory() as model_dir:
+    runner = runner_lib.Runner(model_dir=model_dir)
+    data = iter(runner.samplers["train"].dataset(runner.meta_batch_size))
+    start = time.perf_counter()
+    runner.learner.train_step(next(data))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(iterations):
+      batch = next(data)
+      start = time.perf_counter()
+      tf.nest.map_structure(lambda t: t.numpy(), runner.learner.train_step(batch))
+      times.append(time.perf_counter() - start)
+  seconds = float(np.median(times))
+  return {"config": gin_files, "bindings": gin_params, "seconds_per_meta_iteration": seconds,
+          "tasks_per_second": runner.meta_batch_size / seconds, "all_seconds": times,
+          "first_call_seconds": first, "parameters": runner.parameter_count,
+          "meta_batch_size": runner.meta_batch_size,
+          "threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
 def main(argv):
   del argv
+  if _GIN_FILES.value:
+    result = meta_iteration_benchmark(_GIN_FILES.value, _GIN_PARAMS.value, _ITERATIONS.value)
+    logging.info("%.2f s per meta-iteration (%.2f tasks/s; first call, tracing included, "
+                 "%.1f s)", result["seconds_per_meta_iteration"], result["tasks_per_second"],
+                 result["first_call_seconds"])
+    logging.info("result: %s", json.dumps(result))
+    if _OUTPUT.value:
+      with open(_OUTPUT.value, "w") as f:
+        json.dump(result, f, indent=2)
+    return
   shape = tuple(int(s) for s in _IMAGE.value)
   network = SearchNetwork(num_classes=_WAYS.value, channels=_CHANNELS.value,
                           num_cells=_CELLS.value,

@@ -10,6 +10,7 @@ from absl import logging
 import gin
 
 from tf_metanas import configurables
+from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.train import runner as runner_lib
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
@@ -29,6 +30,12 @@ def main(argv):
   logging.info("meta-test accuracy %.2f%% +- %.2f%% (95%% CI, %d tasks), %d parameters",
                100 * results["accuracy"], 100 * results["ci95"], results["num_tasks"],
                results["parameters"])
+  if "genotypes" in results:  # architecture search: the task-specific architectures
+    sizes, common = results["task_parameters"], results["genotypes"][0]
+    logging.info("task-specific parameters: mean %.0f, min %d, max %d; most common genotype "
+                 "(%d of %d tasks, %d parameters): %s", sizes["mean"], sizes["min"],
+                 sizes["max"], common["tasks"], results["num_tasks"], common["parameters"],
+                 genotype_lib.Genotype.from_dict(common["genotype"]).summary())
   logging.info("results: %s/results.json; TensorBoard: tensorboard --logdir %s",
                _MODEL_DIR.value, _MODEL_DIR.value)
 

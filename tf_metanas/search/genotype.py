@@ -47,6 +47,14 @@ class Genotype:
             "normal": [[list(p) for p in node] for node in self.normal],
             "reduce": [[list(p) for p in node] for node in self.reduce]}
 
+  def summary(self):
+    """One line: each cell's nodes as `j: op(input), ...` (inputs 0, 1 are the cell inputs,
+    i >= 2 is node i - 2)."""
+    def cell(nodes):
+      return " | ".join(f"{j}: " + ", ".join(f"{op}({i})" for op, i in node)
+                        for j, node in enumerate(nodes))
+    return f"normal [{cell(self.normal)}]  reduce [{cell(self.reduce)}]"
+
   def to_json(self):
     return json.dumps(self.to_dict(), sort_keys=True)
 
