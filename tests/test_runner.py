@@ -19,14 +19,13 @@ from tensorboard.backend.event_processing import event_accumulator
 from tf_metanas import configurables
 from tf_metanas import data
 from tf_metanas import search
+from tf_metanas.data import registry
 from tf_metanas.data import synthetic
 from tf_metanas.train import runner as runner_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "gin_configs" / "experiments").rglob("*.gin"))
 TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
-IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1), "mini_imagenet": (84, 84, 3),
-                "fc100": (32, 32, 3)}
 
 
 @pytest.fixture(autouse=True)
@@ -206,7 +205,7 @@ def test_every_gin_file_parses(path):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(path)
-  shape = IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
+  shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
   params = [f"load_splits.synthetic_image_shape = {shape}"]
   if "GENOTYPE" in path.read_text():  # METANAS scale-up: the genotype of an earlier run
     genotype = tmp_path / "genotype.json"

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metanas import configurables
+from tf_metanas.data import registry
 from tf_metanas.search import SearchNetwork
 from tf_metanas.train import runner as runner_lib
 
@@ -41,8 +42,6 @@ _PER_OP = flags.DEFINE_bool("per_op", False,
                             "Also time each op of the op set alone at the stem's resolution.")
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Time meta-iterations of this config.")
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings after the files.")
-_IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1),
-                 "mini_imagenet": (84, 84, 3), "fc100": (32, 32, 3)}
 
 
 def _timed(fn, iterations):
@@ -110,7 +109,7 @@ def op_benchmark(op_names, shape, iterations):
 def meta_iteration_benchmark(gin_files, gin_params, iterations):
   """Seconds per meta-iteration (median, after the first call, which traces) of a config."""
   configurables.parse(gin_files, gin_params)
-  shape = _IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
+  shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
   configurables.parse([], [f"load_splits.synthetic_image_shape = {shape}"])
   with tempfile.TemporaryDirectory() as model_dir:
     runner = runner_lib.Runner(model_dir=model_dir)

@@ -15,6 +15,8 @@ from tf_metanas.data import omniglot
 from tf_metanas.data import store as store_lib
 
 DATASETS = ("glyphs", "omniglot", "mini_imagenet", "fc100")
+IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1), "mini_imagenet": (84, 84, 3),
+                "fc100": (32, 32, 3)}  # (H, W, C) of each dataset's images
 SOURCES = ("auto", "files", "tfds")
 DATA_ENV = "TF_METANAS_DATA"
 _TFDS_NAMES = {"omniglot": "omniglot", "mini_imagenet": "mini_imagenet", "fc100": "cifar100"}

@@ -147,12 +147,13 @@ class Metanas(learner_lib.MetaLearner):
       archs: architecture arrays in `arch_variables` order, each [tasks, ...].
 
     Returns:
-      (genotypes, parameter counts, [(genotype, count of tasks)] most common first).
+      (genotypes, parameter counts, [(genotype, tasks, parameters)] most common first).
     """
     genotypes = [self.genotype_of([a[i] for a in archs]) for i in range(len(archs[0]))]
     counts = [self.model.count_params_of(g) for g in genotypes]
-    common = collections.Counter(g.to_json() for g in genotypes).most_common()
-    return genotypes, counts, [(genotype_lib.Genotype.from_json(j), n) for j, n in common]
+    size = dict(zip(genotypes, counts))
+    common = collections.Counter(genotypes).most_common()
+    return genotypes, counts, [(g, n, size[g]) for g, n in common]
 
   def summarize(self, outputs, step):
     """TensorBoard architecture views of an evaluation; returns the METANAS results: the
@@ -160,16 +161,16 @@ class Metanas(learner_lib.MetaLearner):
     task-specific genotypes."""
     genotypes, counts, common = self.task_report(outputs["arch"])
     meta_arch = [v.value for v in self.model.arch_variables]
+    meta_genotype = self.genotype_of(meta_arch)
     taus = (self.tau_alpha.end, self.tau_beta.end)
     arch_summaries.write_architecture("meta", self.model, meta_arch, *taus, step)
-    arch_summaries.write_genotype("meta/genotype", self.genotype_of(meta_arch), step)
+    arch_summaries.write_genotype("meta/genotype", meta_genotype, step)
     for i in range(min(self.report_tasks, len(genotypes))):
       arch_summaries.write_architecture(f"task_{i}", self.model,
                                         [a[i] for a in outputs["arch"]], *taus, step)
       arch_summaries.write_genotype(f"task_{i}/genotype", genotypes[i], step)
     arch_summaries.write_genotype("most_common/genotype", common[0][0], step)
-    arch_summaries.write_genotype_table("genotypes", common[:5], len(genotypes),
-                                        self.model.count_params_of, step)
+    arch_summaries.write_genotype_table("genotypes", common[:5], len(genotypes), step)
     tf.summary.histogram("Architecture/task_parameters", counts, step=step)
     tf.summary.scalar("Architecture/task_parameters_mean", float(np.mean(counts)), step=step)
     tf.summary.scalar("Architecture/distinct_genotypes", len(common), step=step)
@@ -180,9 +181,9 @@ class Metanas(learner_lib.MetaLearner):
                             "min": int(np.min(counts)), "median": float(np.median(counts)),
                             "max": int(np.max(counts))},
         "task_parameter_counts": [int(c) for c in counts],
-        "genotypes": [{"tasks": n, "parameters": self.model.count_params_of(g),
-                       "genotype": g.to_dict()} for g, n in common[:5]],
-        "meta_genotype": self.genotype_of(meta_arch).to_dict(),
+        "genotypes": [{"tasks": n, "parameters": p, "genotype": g.to_dict()}
+                      for g, n, p in common[:5]],
+        "meta_genotype": meta_genotype.to_dict(),
     }
 
   def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):

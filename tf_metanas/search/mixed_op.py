@@ -66,21 +66,20 @@ class MixedOp(layers.Layer):
   def call(self, x, weights, training=None, cache=None):
     known = static_value(weights)
     total, weights = None, tf.unstack(weights)
-    for i, op in enumerate(self.candidates):
+    for i, (name, op) in enumerate(zip(self.op_names, self.candidates)):
       if known is not None and known[i] == 0:
         continue
-      term = weights[i] * self._apply(op, x, training, cache)
+      term = weights[i] * self._apply(name, op, x, training, cache)
       total = term if total is None else total + term
     return total
 
   @staticmethod
-  def _apply(op, x, training, cache):
+  def _apply(name, op, x, training, cache):
     if cache is None or op.weights:
       return op(x, training=training)
-    key = (type(op).__name__, getattr(op, "pool", None))
-    if key not in cache.outputs:
-      cache.outputs[key] = op(x, training=training)
-    return cache.outputs[key]
+    if name not in cache.outputs:  # the same op name on the same node: the same function
+      cache.outputs[name] = op(x, training=training)
+    return cache.outputs[name]
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels, "op_names": self.op_names,

@@ -45,10 +45,10 @@ def write_genotype(name, genotype, step):
   tf.summary.text(f"Architecture/{name}_json", genotype.to_json(), step=step)
 
 
-def write_genotype_table(name, entries, num_tasks, parameter_count, step):
-  """A markdown table of (genotype, tasks) entries with their share and parameter count."""
+def write_genotype_table(name, entries, num_tasks, step):
+  """A markdown table of (genotype, tasks, parameters) entries with their share of tasks."""
   lines = ["| tasks | share | parameters | genotype |", "|---|---|---|---|"]
-  for genotype, count in entries:
-    lines.append(f"| {count} | {count / num_tasks:.1%} | {parameter_count(genotype)} | "
+  for genotype, count, parameters in entries:
+    lines.append(f"| {count} | {count / num_tasks:.1%} | {parameters} | "
                  f"`{genotype.to_json()}` |")
   tf.summary.text(f"Architecture/{name}", "\n".join(lines), step=step)

@@ -128,13 +128,13 @@ class Runner:
     `MetaLearner.evaluate_batch` as numpy arrays ("loss", "accuracy", ...), [num_tasks, ...]."""
     sampler = self.samplers[split]
     batches = -(-num_tasks // self.test_batch_size)
-    outputs, done = [], 0
+    outputs = []
     for index, batch in enumerate(sampler.dataset(self.test_batch_size, num_batches=batches)):
       outputs.append(tf.nest.map_structure(lambda t: t.numpy(),
                                            self.learner.evaluate_batch(batch)))
-      done += self.test_batch_size
       if (index + 1) % 10 == 0 and index + 1 < batches:
-        logging.info("meta-%s: %d / %d tasks adapted", split, done, num_tasks)
+        logging.info("meta-%s: %d / %d tasks adapted", split,
+                     (index + 1) * self.test_batch_size, num_tasks)
     return tf.nest.map_structure(lambda *parts: np.concatenate(parts)[:num_tasks], *outputs)
 
   def train(self):
