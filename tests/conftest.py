@@ -1,4 +1,5 @@
-"""Shared fixtures: temporary cache roots and tiny class-structured datasets."""
+"""Shared fixtures: temporary cache roots, tiny class-structured datasets, two logical CPU
+devices."""
 
 import os
 
@@ -7,7 +8,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+from tf_metanas import distribute  # pylint: disable=g-import-not-at-top
 from tf_metanas.data import synthetic  # pylint: disable=g-import-not-at-top
+
+# Two logical CPU devices for MirroredStrategy tests (before TensorFlow initializes them;
+# single-device code places everything on the first).
+distribute.configure_cpu_devices(2)
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +42,10 @@ def float64():
   yield
   keras.config.set_floatx("float32")
   keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+  """One MirroredStrategy over the two logical CPU devices per test process (strategies made
+  in one process number their collective ops from the same key, so they must not mix)."""
+  return distribute.make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])

@@ -14,6 +14,12 @@ per-layer per-step learnable inner learning rates (LSLR), derivative-order annea
 (first order for the first `first_order_iterations`), cosine meta learning rate (a Cosine
 schedule). All tasks and inner steps of a meta-iteration run in one tf.function, traced
 without autograph (the loops are explicit tf.while_loops; conversion only cost trace time).
+
+Distribution: a MetaLearner built inside `strategy.scope()` splits each meta-batch over the
+strategy's replicas (`tf_metanas.distribute`): every replica sums the meta-gradients (or
+Reptile differences) of its tasks and divides by the meta-batch size; the meta optimizers
+all-reduce (sum) these shares, so every replica applies the mean over all tasks to its copy
+of the mirrored meta-parameters.
 """
 
 import dataclasses
@@ -24,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas import distribute
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.meta import inner_loop
 
@@ -144,6 +151,7 @@ class MetaLearner:
     if per_step_bn_statistics and forward is not default_forward:
       raise ValueError("per_step_bn_statistics works with the default forward only")
     self.model, self.algorithm, self.joint = model, algorithm, joint
+    self.strategy = tf.distribute.get_strategy()
     self.groups = {g.name: g for g in inner_groups}
     self.train_phases, self.test_phases = tuple(train_phases), tuple(test_phases)
     self.multi_step_loss_iterations = int(multi_step_loss_iterations)
@@ -306,8 +314,8 @@ class MetaLearner:
       directions = directions[:sum(len(self.variables[n]) for n in self.groups)]
     return directions, {k: tf.constant(0.0) for k in METRICS}
 
-  def _over_tasks(self, body, batch):
-    """Mean of body(task) over the tasks of a meta-batch, in a tf.while_loop."""
+  def _sum_over_tasks(self, body, batch):
+    """Sum of body(task) over the tasks of a replica's batch, in a tf.while_loop."""
     num_tasks = batch["support_images"].shape[0]
     zeros = self._zero_accumulator()
 
@@ -316,19 +324,19 @@ class MetaLearner:
       return i + 1, tf.nest.map_structure(tf.add, total, body(task))
 
     _, total = tf.while_loop(lambda i, _: i < num_tasks, step, (tf.constant(0), zeros))
-    return tf.nest.map_structure(lambda t: t / num_tasks, total)
+    return total
 
-  def _train_step(self, batch, first_order, warmup):
-    phases = self._phases(warmup)
-    if self.algorithm == "reptile":
-      body = lambda task: self._reptile_task(task, phases)
-    else:
-      body = lambda task: self._maml_task(task, first_order, phases)
-    directions, metrics = self._over_tasks(body, batch)
+  def _replica_step(self, batch, body, num_tasks, warmup):
+    """One replica's part of a meta-iteration, in replica context: the sum of its tasks'
+    meta-gradients (Reptile: adapted - meta), divided by the meta-batch's `num_tasks`, goes
+    to the meta optimizers, which all-reduce (sum) it over the replicas and so apply the
+    mean over all tasks. Returns the same shares of the metrics and BatchNorm statistics."""
+    directions, metrics = self._sum_over_tasks(body, batch)
+    shares = [d / num_tasks for d in directions]
     start = 0
     for name in self.groups:
       variables = self._meta_variables(name)
-      part = directions[start:start + len(variables)]
+      part = shares[start:start + len(variables)]
       start += len(variables)
       if warmup and name in self.warmup_frozen:
         continue
@@ -336,9 +344,23 @@ class MetaLearner:
         # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
         part = [-d for d in part]
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
-    for variable, mean_updated in zip(self.bn_statistics, directions[start:]):
-      variable.assign(mean_updated)  # the momentum update with the tasks' mean batch moments
-    self.step.assign_add(1)
+    return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
+
+  def _train_step(self, batch, first_order, warmup):
+    phases = self._phases(warmup)
+    if self.algorithm == "reptile":
+      body = lambda task: self._reptile_task(task, phases)
+    else:
+      body = lambda task: self._maml_task(task, first_order, phases)
+    local = tf.nest.flatten(self.strategy.experimental_local_results(batch)[0])[0]
+    num_tasks = int(local.shape[0]) * self.strategy.num_replicas_in_sync
+    with self.strategy.scope():
+      shares = self.strategy.run(lambda b: self._replica_step(b, body, num_tasks, warmup),
+                                 args=(batch,))
+      metrics, statistics = self.strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None)
+      for variable, mean_updated in zip(self.bn_statistics, statistics):
+        variable.assign(mean_updated)  # the momentum update with the tasks' mean moments
+      self.step.assign_add(1)
     return metrics
 
   def first_order_now(self):
@@ -348,8 +370,9 @@ class MetaLearner:
   def train_step(self, batch):
     """One meta-iteration on a meta-batch (dict of [tasks, ...] tensors); returns metrics.
 
-    The compiled function is traced once per derivative order and warm-up state (at most
-    three times in a run).
+    The tasks are split over the replicas of the learner's strategy (their number must
+    divide the meta-batch). The compiled function is traced once per derivative order and
+    warm-up state (at most three times in a run).
     """
     first_order = self.first_order_now() if self.algorithm != "reptile" else True
     key = (first_order, self.in_warmup())
@@ -357,7 +380,7 @@ class MetaLearner:
       self._train_fns[key] = tf.function(
           functools.partial(self._train_step, first_order=first_order, warmup=key[1]),
           autograph=False)
-    return self._train_fns[key](batch)
+    return self._train_fns[key](distribute.split_tasks(self.strategy, batch))
 
   # ---- adaptation to new tasks ----------------------------------------------------------
 
@@ -373,7 +396,7 @@ class MetaLearner:
     return {"loss": cross_entropy(logits, task["query_labels"]),
             "accuracy": accuracy(logits, task["query_labels"])}
 
-  def _evaluate_batch(self, batch):
+  def _evaluate_replica(self, batch):
     params = self._initial_params()
     steps = inner_loop.total_steps(self.test_phases)
 
@@ -383,14 +406,21 @@ class MetaLearner:
 
     return tf.map_fn(one, batch, fn_output_signature=self._evaluate_signature())
 
+  def _evaluate_batch(self, batch):
+    """Each replica adapts to its slice of tasks; the outputs are gathered in task order."""
+    with self.strategy.scope():
+      outputs = self.strategy.run(self._evaluate_replica, args=(batch,))
+      return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), outputs)
+
   def _evaluate_signature(self):
     """tf.TensorSpec of each `_evaluate_task` output of one task."""
     return {"loss": tf.TensorSpec([], tf.float32), "accuracy": tf.TensorSpec([], tf.float32)}
 
   def evaluate_batch(self, batch):
     """Adapts afresh to each task of `batch` with the test phases; returns a dict of
-    per-task outputs ("loss", "accuracy", and what the method adds), each [tasks, ...]."""
-    return self._eval_fn(batch)
+    per-task outputs ("loss", "accuracy", and what the method adds), each [tasks, ...].
+    The tasks are split over the replicas (their number must divide the batch)."""
+    return self._eval_fn(distribute.split_tasks(self.strategy, batch, "the evaluation batch"))
 
   def summarize(self, outputs, step):
     """Method-specific summaries of an evaluation's outputs (numpy, [tasks, ...]), written

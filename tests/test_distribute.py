@@ -1,0 +1,142 @@
+"""tf.distribute: MirroredStrategy over 2 logical CPU devices gives the single-device meta-
+iterations and evaluations (MAML, Reptile, METANAS); uneven splits fail clearly; checkpoints
+cross strategies; 2 local MultiWorkerMirroredStrategy workers agree with one process."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_metanas import distribute
+from tf_metanas.data import episodes
+from tf_metanas.data import synthetic
+from tf_metanas.meta import inner_loop
+from tf_metanas.meta import learner as learner_lib
+from tf_metanas.meta import optimizers
+from tf_metanas.methods import metanas
+from tf_metanas.search import Conv4
+from tf_metanas.search import SearchNetwork
+
+BOTH = ("weights", "arch")
+
+
+# SGD everywhere but on the architecture: Adam normalizes the float-noise gradients of conv
+# biases followed by BatchNorm (mathematically 0) to +-lr, so rounding would show.
+
+
+def _conv4_learner(algorithm):
+  keras.utils.set_random_seed(0)
+  net = Conv4(3, filters=4)
+  net.build((None, 8, 8, 1))
+  return learner_lib.MetaLearner(
+      net, algorithm, inner_groups=(inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),),
+      train_phases=(inner_loop.Phase(2),), test_phases=(inner_loop.Phase(3),),
+      meta_learning_rates={"weights": 0.5 if algorithm == "reptile" else 0.1},
+      meta_optimizer="sgd")
+
+
+def _metanas_learner(algorithm="reptile"):
+  keras.utils.set_random_seed(0)
+  net = SearchNetwork(3, channels=4, num_cells=2, reduction_cells=(1,), num_nodes=2,
+                      op_set=("conv_3x3", "max_pool_3x3", "skip_connect"))
+  net.build((None, 8, 8, 1))
+  groups = (inner_loop.ParamGroup("weights", optimizers.SGD(), 0.05),
+            inner_loop.ParamGroup("arch", optimizers.Adam(beta1=0.0), 0.05, 1e-3))
+  return metanas.Metanas(
+      net, tau_alpha=metanas.Temperature(1.0, 0.1, "exponential"),
+      tau_beta=metanas.Temperature(1.0, 0.1, "linear"), algorithm=algorithm,
+      inner_groups=groups, train_phases=(inner_loop.Phase(2, BOTH),),
+      test_phases=(inner_loop.Phase(2, BOTH), inner_loop.Phase(1, ("weights",))),
+      meta_learning_rates={"weights": 1.0, "arch": 0.6} if algorithm == "reptile"
+      else {"weights": 0.1, "arch": 0.1}, meta_optimizer="sgd")
+
+
+BUILDERS = {
+    "maml": lambda: _conv4_learner("maml"),
+    "reptile": lambda: _conv4_learner("reptile"),
+    "metanas_reptile": lambda: _metanas_learner("reptile"),
+    "metanas_maml": lambda: _metanas_learner("maml"),
+}
+
+
+def _batches(learner, num_tasks=4, count=2, training=True):
+  store = synthetic.prototype_store(num_classes=8, per_class=10, size=8)
+  spec = learner.episode_spec(episodes.EpisodeSpec(3, 2, 2, 4 if training else None, 1),
+                              training)
+  return list(episodes.EpisodeSampler(store, spec, 0).dataset(num_tasks, num_batches=count))
+
+
+def _values(learner):
+  variables = learner.model.weights + [v for o in learner.meta_optimizers.values()
+                                       for v in o.variables]
+  return [np.array(v.numpy()) for v in variables]
+
+
+def _train(builder, strategy):
+  with strategy.scope():
+    learner = builder()
+  metrics = [learner.train_step(batch) for batch in _batches(learner)]
+  return learner, _values(learner), [{k: float(v) for k, v in m.items()} for m in metrics]
+
+
+@pytest.mark.parametrize("method", sorted(BUILDERS))
+def test_mirrored_over_two_devices_equals_one_device(method, mirrored):
+  initial = _values(BUILDERS[method]())
+  single, single_values, single_metrics = _train(BUILDERS[method], tf.distribute.get_strategy())
+  learner, values, metrics = _train(BUILDERS[method], mirrored)
+  assert learner.strategy.num_replicas_in_sync == 2
+  assert int(learner.step.numpy()) == int(single.step.numpy()) == 2
+  assert any(not np.allclose(a, b) for a, b in zip(single_values, initial))
+  for got, want, start in zip(values, single_values, initial):
+    # The updates agree to float32 rounding (second order: ~2e-5 of their size; biases
+    # before BatchNorm get ~1e-7 rounding noise where the exact gradient is 0).
+    update = np.linalg.norm(want - start)
+    assert np.linalg.norm(got - want) <= 2e-4 * update + 1e-6
+  for m, s in zip(metrics, single_metrics):
+    assert m == pytest.approx(s, rel=1e-5, abs=1e-6)
+
+
+def test_mirrored_evaluation_keeps_the_task_order(mirrored):
+  single = _metanas_learner()
+  with mirrored.scope():
+    learner = _metanas_learner()
+  batch = _batches(single, num_tasks=4, count=1, training=False)[0]
+  expected, got = single.evaluate_batch(batch), learner.evaluate_batch(batch)
+  tf.nest.assert_same_structure(got, expected)
+  for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+  assert len(set(np.round(expected["loss"].numpy(), 5))) == 4  # distinct tasks, in order
+
+
+def test_a_meta_batch_that_does_not_split_over_the_replicas_fails_clearly(mirrored):
+  with mirrored.scope():
+    learner = _conv4_learner("reptile")
+  batch = _batches(learner, num_tasks=3, count=1)[0]
+  with pytest.raises(distribute.ReplicaError, match="3 tasks cannot be split evenly over 2"):
+    learner.train_step(batch)
+
+
+def test_a_mirrored_checkpoint_restores_under_the_default_strategy(tmp_path, mirrored):
+  with mirrored.scope():
+    trained = _conv4_learner("maml")
+  for batch in _batches(trained):
+    trained.train_step(batch)
+  path = tf.train.Checkpoint(**trained.checkpoint_items()).save(str(tmp_path / "ckpt"))
+  fresh = _conv4_learner("maml")
+  tf.train.Checkpoint(**fresh.checkpoint_items()).restore(path).assert_consumed()
+  for a, b in zip(_values(fresh), _values(trained)):
+    np.testing.assert_array_equal(a, b)
+  assert int(fresh.step.numpy()) == 2
+
+
+def test_make_strategy_names_and_errors(monkeypatch, mirrored):
+  assert distribute.make_strategy("default") is tf.distribute.get_strategy()
+  one = distribute.make_strategy("one_device", devices=["/cpu:1"])
+  assert isinstance(one, tf.distribute.OneDeviceStrategy)
+  assert mirrored.num_replicas_in_sync == 2
+  with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
+    distribute.make_strategy("tpu")
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(ValueError, match="set TF_CONFIG or pass worker_hosts"):
+    distribute.make_strategy("multi_worker")
+  assert distribute.is_chief(tf.distribute.get_strategy())
