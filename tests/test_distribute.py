@@ -2,11 +2,20 @@
 iterations and evaluations (MAML, Reptile, METANAS); uneven splits fail clearly; checkpoints
 cross strategies; 2 local MultiWorkerMirroredStrategy workers agree with one process."""
 
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_metanas import configurables
 from tf_metanas import distribute
 from tf_metanas.data import episodes
 from tf_metanas.data import synthetic
@@ -16,7 +25,9 @@ from tf_metanas.meta import optimizers
 from tf_metanas.methods import metanas
 from tf_metanas.search import Conv4
 from tf_metanas.search import SearchNetwork
+from tf_metanas.train import runner as runner_lib
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOTH = ("weights", "arch")
 
 
@@ -116,6 +127,20 @@ def test_a_meta_batch_that_does_not_split_over_the_replicas_fails_clearly(mirror
     learner.train_step(batch)
 
 
+def test_a_runner_refuses_batches_it_cannot_split_before_training(tmp_path, mirrored):
+  gin.clear_config()
+  configurables.parse([str(ROOT / "gin_configs/experiments/baselines/reptile_glyphs_5w1s.gin"),
+                       str(ROOT / "gin_configs/debug/tiny.gin")],
+                      ["META_BATCH = 3", "Runner.network = @Conv4"])
+  try:
+    with mirrored.scope(), pytest.raises(distribute.ReplicaError,
+                                         match="Runner.meta_batch_size = 3 tasks"):
+      runner_lib.Runner(model_dir=tmp_path, splits=synthetic.prototype_splits())
+  finally:
+    gin.clear_config()
+  assert not list(tmp_path.iterdir())
+
+
 def test_a_mirrored_checkpoint_restores_under_the_default_strategy(tmp_path, mirrored):
   with mirrored.scope():
     trained = _conv4_learner("maml")
@@ -140,3 +165,88 @@ def test_make_strategy_names_and_errors(monkeypatch, mirrored):
   with pytest.raises(ValueError, match="set TF_CONFIG or pass worker_hosts"):
     distribute.make_strategy("multi_worker")
   assert distribute.is_chief(tf.distribute.get_strategy())
+
+
+# ---- the binaries under strategies --------------------------------------------------------
+
+
+def _train_command(model_dir, *flags):
+  params = ("Runner.network = @Conv4", "Conv4.filters = 4", "Runner.num_iterations = 3",
+            "Runner.test_tasks = 4", "MetaLearner.meta_optimizer = 'sgd'",
+            "load_splits.synthetic_image_shape = (8, 8, 1)")
+  return ([sys.executable, str(ROOT / "tools" / "train.py"), f"--model_dir={model_dir}",
+           f"--gin_file={ROOT / 'gin_configs/experiments/baselines/maml_glyphs_5w1s.gin'}",
+           f"--gin_file={ROOT / 'gin_configs/debug/tiny.gin'}"] +
+          [f"--gin_param={p}" for p in params] + list(flags))
+
+
+def _env():
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _checkpoint(model_dir):
+  reader = tf.train.load_checkpoint(str(model_dir))
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+          if name.startswith(("meta_optimizer", "meta_step"))}
+
+
+def _assert_same_run(model_dir, reference):
+  got, want = _checkpoint(model_dir), _checkpoint(reference)
+  assert got.keys() == want.keys() and len(want) > 10
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+  results = [json.loads((d / "results.json").read_text()) for d in (model_dir, reference)]
+  assert results[0]["meta_iterations"] == results[1]["meta_iterations"] == 3
+  assert results[0]["accuracy"] == pytest.approx(results[1]["accuracy"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp("single")
+  subprocess.run(_train_command(model_dir), env=_env(), check=True, timeout=300,
+                 capture_output=True)
+  return model_dir
+
+
+@pytest.mark.slow
+def test_train_binary_mirrored_over_two_cpu_devices_matches_one_device(tmp_path, reference_run):
+  run = subprocess.run(_train_command(tmp_path, "--strategy=mirrored", "--cpu_devices=2"),
+                       env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "device:CPU:1" in run.stderr  # the strategy's replicas, as TensorFlow logs them
+  _assert_same_run(tmp_path, reference_run)
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_two_local_workers_agree_with_one_process(tmp_path, reference_run):
+  hosts = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+  env = {k: v for k, v in _env().items() if k != "TF_CONFIG"}
+  logs = [open(tmp_path / f"worker_{i}.log", "w") for i in range(2)]  # pylint: disable=consider-using-with
+  workers = [subprocess.Popen(
+      _train_command(tmp_path / "run", "--strategy=multi_worker", f"--worker_hosts={hosts}",
+                     f"--task_index={i}"), env=env, stdout=logs[i], stderr=subprocess.STDOUT)
+             for i in range(2)]
+  try:
+    codes = [w.wait(timeout=300) for w in workers]
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
+        w.wait()
+    for log in logs:
+      log.close()
+  output = [(tmp_path / f"worker_{i}.log").read_text() for i in range(2)]
+  assert codes == [0, 0], output[0][-3000:] + output[1][-3000:]
+  assert "multi-worker: worker 1 of 2 replicas" in output[1]
+  _assert_same_run(tmp_path / "run", reference_run)
+  assert not list((tmp_path / "run").glob("worker_*"))  # worker 1's scratch is gone

@@ -11,6 +11,7 @@ from absl import flags
 from absl import logging
 
 from tf_metanas import configurables
+from tf_metanas.train import cli
 from tf_metanas.train import runner as runner_lib
 
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run's config.")
@@ -27,7 +28,8 @@ def main(argv):
     configurables.parse([str(config)], _GIN_PARAMS.value)
   except ValueError as e:
     raise app.UsageError(str(e))
-  runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
+  with cli.strategy_from_flags().scope():
+    runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
   if not runner.restore():
     raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
   results = runner.test(_RESULTS.value)

@@ -2,6 +2,9 @@ r"""Meta-trains and meta-tests a configuration: flags -> gin -> Runner.
 
   python tools/train.py --gin_file=gin_configs/experiments/baselines/reptile_glyphs_5w1s.gin \
       --model_dir=runs/reptile_glyphs
+  python tools/train.py ... --strategy=mirrored                 # every local GPU
+  python tools/train.py ... --strategy=multi_worker --worker_hosts=h1:2222,h2:2222 \
+      --task_index=0                                            # on h1; --task_index=1 on h2
 """
 
 from absl import app
@@ -11,6 +14,7 @@ import gin
 
 from tf_metanas import configurables
 from tf_metanas.search import genotype as genotype_lib
+from tf_metanas.train import cli
 from tf_metanas.train import runner as runner_lib
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
@@ -24,7 +28,8 @@ def main(argv):
     configurables.parse(_GIN_FILES.value, _GIN_PARAMS.value)
   except ValueError as e:
     raise app.UsageError(str(e))
-  runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
+  with cli.strategy_from_flags().scope():
+    runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
   gin.finalize()
   results = runner.run()
   logging.info("meta-test accuracy %.2f%% +- %.2f%% (95%% CI, %d tasks), %d parameters",

@@ -357,7 +357,8 @@ class MetaLearner:
     with self.strategy.scope():
       shares = self.strategy.run(lambda b: self._replica_step(b, body, num_tasks, warmup),
                                  args=(batch,))
-      metrics, statistics = self.strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None)
+      metrics, statistics = tf.nest.map_structure(
+          lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
       for variable, mean_updated in zip(self.bn_statistics, statistics):
         variable.assign(mean_updated)  # the momentum update with the tasks' mean moments
       self.step.assign_add(1)

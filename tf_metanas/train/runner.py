@@ -6,10 +6,17 @@ model_dir/
                            meta step (= the episode sampler's position), inner lrs
   train/, eval/            TensorBoard events: Train/..., Eval/... scalars, the config text
   results.json             final meta-test: mean accuracy, 95% CI, tasks, parameters
+
+A Runner built inside `strategy.scope()` meta-trains under that tf.distribute strategy.
+With several workers (MultiWorkerMirroredStrategy) every worker runs the same Runner on the
+same model_dir (a shared filesystem): all sample the same meta-batches and take part in
+every step, only the chief writes model_dir; the others write their (identical) checkpoints
+to a scratch directory they delete, and restore from the chief's.
 """
 
 import json
 import pathlib
+import shutil
 import time
 
 from absl import logging
@@ -18,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas import distribute
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.data import errors
 from tf_metanas.data import registry
@@ -57,14 +65,14 @@ class Runner:
     learner: callable model -> MetaLearner (e.g. @MetaLearner with its bindings).
     train_spec: EpisodeSpec of meta-training tasks (inner_steps is set from the learner).
     test_spec: EpisodeSpec of meta-validation / meta-test tasks.
-    meta_batch_size: tasks per meta-iteration.
+    meta_batch_size: tasks per meta-iteration (a multiple of the number of replicas).
     num_iterations: meta-iterations in all.
     eval_every: meta-iterations between meta-validations (0: never).
     eval_tasks: tasks per meta-validation.
     test_tasks: tasks of the final meta-test (>= 600 by default, as the papers report).
-    test_batch_size: tasks adapted per compiled evaluation call.
     checkpoint_every: meta-iterations between checkpoints.
     log_every: meta-iterations between Train/ summaries and progress lines.
+    test_batch_size: tasks adapted per compiled evaluation call (split over the replicas).
     seed: seeds initialization and the episode samplers.
     splits: dict split -> ImageStore (default: `load_splits()` from gin).
     max_checkpoints: checkpoints kept in model_dir (the oldest are deleted).
@@ -86,6 +94,10 @@ class Runner:
       raise errors.EpisodeSpecError(
           f"meta-test tasks are {test_spec.num_ways}-way but the classifier is meta-trained "
           f"for {train_spec.num_ways} ways; use the same number of ways")
+    self.strategy = tf.distribute.get_strategy()
+    self.chief = distribute.is_chief(self.strategy)
+    distribute.check_divisible(self.meta_batch_size, self.strategy, "Runner.meta_batch_size")
+    distribute.check_divisible(self.test_batch_size, self.strategy, "Runner.test_batch_size")
     keras.utils.set_random_seed(seed)
     self.model = network(num_classes=train_spec.num_ways)
     self.model.build((None,) + splits["train"].image_shape)
@@ -102,6 +114,7 @@ class Runner:
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.model_dir),
                                               max_to_keep=max_checkpoints)
     self.writers = {name: tf.summary.create_file_writer(str(self.model_dir / name))
+                    if self.chief else tf.summary.create_noop_writer()
                     for name in ("train", "eval")}
 
   @property
@@ -109,6 +122,8 @@ class Runner:
     return int(sum(np.prod(v.shape) for v in self.model.weight_variables))
 
   def _write_config(self):
+    if not self.chief:
+      return
     self.model_dir.mkdir(parents=True, exist_ok=True)
     config = gin.operative_config_str()
     (self.model_dir / "operative_config.gin").write_text(config)
@@ -117,11 +132,21 @@ class Runner:
 
   def restore(self):
     """Restores the latest checkpoint, if any; returns the meta step to continue from."""
-    if self.manager.latest_checkpoint:
-      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-      logging.info("Restored %s (meta step %d)", self.manager.latest_checkpoint,
-                   int(self.learner.step.numpy()))
+    latest = tf.train.latest_checkpoint(str(self.model_dir))
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info("Restored %s (meta step %d)", latest, int(self.learner.step.numpy()))
     return int(self.learner.step.numpy())
+
+  def save(self, step):
+    """Checkpoints meta-training state into model_dir (chief) or a scratch directory that
+    is deleted again (other workers: every worker saves, as tf.distribute expects)."""
+    if self.chief:
+      self.manager.save(checkpoint_number=step)
+      return
+    scratch = self.model_dir / f"worker_{distribute.task_id(self.strategy)}_scratch"
+    self.checkpoint.write(str(scratch / "ckpt"))
+    shutil.rmtree(scratch, ignore_errors=True)
 
   def evaluate(self, split, num_tasks):
     """Adapts afresh to `num_tasks` tasks of `split`; returns the per-task outputs of
@@ -159,7 +184,7 @@ class Runner:
                      step, self.num_iterations, float(metrics["query_accuracy"]),
                      float(metrics["query_loss"]), rate, (self.num_iterations - step) / rate)
       if step % self.checkpoint_every == 0 or step == self.num_iterations:
-        self.manager.save(checkpoint_number=step)
+        self.save(step)
       if self.eval_every and step % self.eval_every == 0:
         self._log_eval("val", self.eval_tasks, step)
 
@@ -185,7 +210,8 @@ class Runner:
                     "meta_iterations": step,
                     "num_ways": self.samplers["test"].spec.num_ways,
                     "num_shots": self.samplers["test"].spec.num_shots})
-    (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
+    if self.chief:
+      (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
     return results
 
   def run(self):
