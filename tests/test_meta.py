@@ -347,3 +347,32 @@ def test_two_groups_with_learnable_inner_rates_update_in_order():
   assert len(arch_lrs_before) == len(learner.inner_lrs["arch"]) == 4
   assert any(not np.allclose(np.array(v), b)
              for v, b in zip(learner.inner_lrs["arch"], arch_lrs_before))
+
+
+def test_unrolled_reptile_task_equals_the_while_loop_one():
+  learner = _learner("reptile", steps=3)
+  task = _task(_batch(steps=3))
+  looped, looped_metrics = learner.task_update(task)
+  unrolled, unrolled_metrics = tf.function(
+      lambda t: learner.task_update(t, unroll=True), autograph=False)(task)
+  for a, b in zip(looped, unrolled):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for key, value in looped_metrics.items():
+    assert float(unrolled_metrics[key]) == pytest.approx(float(value), rel=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_xla_compiled_meta_iterations_equal_the_graph_ones(algorithm):
+  batch = _batch(num_tasks=2)
+  results = []
+  for jit in (False, True):
+    learner = _learner(algorithm, meta_optimizer="sgd", jit_compile=jit)
+    metrics = learner.train_step(batch)
+    results.append(([v.numpy() for v in learner.model.trainable_variables],
+                    float(metrics["query_loss"]),
+                    learner.evaluate_batch(batch)["loss"].numpy()))
+  (graph, graph_loss, graph_eval), (xla, xla_loss, xla_eval) = results
+  for a, b in zip(graph, xla):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert xla_loss == pytest.approx(graph_loss, rel=1e-5)
+  np.testing.assert_allclose(xla_eval, graph_eval, rtol=1e-4)

@@ -182,7 +182,8 @@ def test_reptile_moves_the_architecture_by_exactly_its_step_times_the_mean_diffe
   learner = _learner()
   batch, meta = _batch(learner), _arch(learner.model)
   adapt = tf.function(lambda t: learner._adapt_loop(t, learner._initial_params(),
-                                                    learner.train_phases)[0]["arch"])
+                                                    learner.train_phases)[0]["arch"],
+                      autograph=False)
   adapted = [[a.numpy() for a in adapt(_task(batch, i))] for i in range(2)]
   learner.train_step(batch)
   for k, (new, old) in enumerate(zip(_arch(learner.model), meta)):

@@ -1,15 +1,26 @@
 r"""Benchmarks: forward+backward time, FLOPs and achieved GFLOP/s of a SearchNetwork next
-to a large matmul's GFLOP/s measured in the same run; or, with --gin_file, seconds per
-meta-iteration of a whole configuration (on synthetic images of its dataset's shape).
+to a large matmul's GFLOP/s measured in the same run; or, with --gin_file, a whole
+configuration's meta-iterations (on synthetic images of its dataset's shape): seconds per
+meta-iteration, tasks/s, peak memory, FLOPs per meta-iteration (TF profiler, on a loop-free
+graph of one task times the meta-batch), GFLOP/s next to the matmul's, with and without XLA,
+over 1..N mirrored replicas (each setting measured in its own process).
 
   python tools/benchmark.py                     # METANAS supernet, Omniglot 20-way
   python tools/benchmark.py --jit_compile       # the same under XLA
   python tools/benchmark.py --channels=16 --num_nodes=4 --op_set=DARTS --input_k=0
   python tools/benchmark.py --gin_file=gin_configs/experiments/metanas/omniglot_20w1s.gin \
-      --gin_param=Metanas.warmup_iterations=0 --iterations=3
+      --gin_param=Metanas.warmup_iterations=0 --iterations=3 --replicas=1,2 --xla=both \
+      --append_to=BENCHMARKS.md
 """
 
 import json
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -17,10 +28,12 @@ from absl import app
 from absl import flags
 from absl import logging
 import gin
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_metanas import configurables
+from tf_metanas import distribute
 from tf_metanas.data import registry
 from tf_metanas.search import SearchNetwork
 from tf_metanas.train import runner as runner_lib
@@ -42,6 +55,12 @@ _PER_OP = flags.DEFINE_bool("per_op", False,
                             "Also time each op of the op set alone at the stem's resolution.")
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Time meta-iterations of this config.")
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings after the files.")
+_REPLICAS = flags.DEFINE_list("replicas", ["1"], "--gin_file: replica counts to measure "
+                              "(MirroredStrategy over GPUs, else logical CPU devices).")
+_XLA = flags.DEFINE_enum("xla", "off", ["off", "on", "both"],
+                         "--gin_file: compile the meta-iteration with XLA, without, or both.")
+_APPEND_TO = flags.DEFINE_string("append_to", None, "--gin_file: append a markdown section "
+                                 "with the command, machine and results to this file.")
 
 
 def _timed(fn, iterations):
@@ -106,42 +125,143 @@ def op_benchmark(op_names, shape, iterations):
   return result
 
 
-def meta_iteration_benchmark(gin_files, gin_params, iterations):
-  """Seconds per meta-iteration (median, after the first call, which traces) of a config."""
+def _strategy(replicas):
+  """The default strategy for one replica, else MirroredStrategy over the first `replicas`
+  GPUs (or logical CPU devices split off the host CPU when there is no GPU)."""
+  if replicas == 1:
+    return tf.distribute.get_strategy()
+  if not tf.config.list_physical_devices("GPU"):
+    distribute.configure_cpu_devices(replicas)
+  devices = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))
+  if len(devices) < replicas:
+    raise app.UsageError(f"{replicas} replicas asked for, {len(devices)} devices found")
+  return distribute.make_strategy("mirrored", devices=[d.name for d in devices[:replicas]])
+
+
+def _peak_memory_bytes():
+  """Peak GPU memory of the first GPU, else the process's peak resident memory."""
+  if tf.config.list_physical_devices("GPU"):
+    return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=False):
+  """Seconds per meta-iteration (median, after the first call, which traces), tasks/s,
+  peak memory, FLOPs per meta-iteration and GFLOP/s of a config, on synthetic images of
+  its dataset's shape, under `replicas` mirrored replicas, with or without XLA."""
+  strategy = _strategy(replicas)
   configurables.parse(gin_files, gin_params)
   shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
-  configurables.parse([], [f"load_splits.synthetic_image_shape = {shape}"])
-  with tempfile.TemporaryDirectory() as model_dir:
+  learner_name = gin.query_parameter("Runner.learner").selector
+  configurables.parse([], [f"load_splits.synthetic_image_shape = {shape}",
+                           f"{learner_name}.jit_compile = {xla}"])
+  with tempfile.TemporaryDirectory() as model_dir, strategy.scope():
     runner = runner_lib.Runner(model_dir=model_dir)
-    data = iter(runner.samplers["train"].dataset(runner.meta_batch_size))
+  learner, batch_size = runner.learner, runner.meta_batch_size
+  data = iter(runner.samplers["train"].dataset(batch_size))
+  batch = next(data)
+  task = tf.nest.map_structure(lambda t: t[0], batch)
+  warmup, first_order = learner.in_warmup(), learner.first_order_now()
+  task_fn = tf.function(lambda t: learner.task_update(t, first_order, warmup, unroll=True),
+                        autograph=False)
+  flops = batch_size * _flops(task_fn.get_concrete_function(task))
+  start = time.perf_counter()
+  learner.train_step(batch)
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(iterations):
+    batch = next(data)
     start = time.perf_counter()
-    runner.learner.train_step(next(data))
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(iterations):
-      batch = next(data)
-      start = time.perf_counter()
-      tf.nest.map_structure(lambda t: t.numpy(), runner.learner.train_step(batch))
-      times.append(time.perf_counter() - start)
+    tf.nest.map_structure(lambda t: t.numpy(), learner.train_step(batch))
+    times.append(time.perf_counter() - start)
   seconds = float(np.median(times))
-  return {"config": gin_files, "bindings": gin_params, "seconds_per_meta_iteration": seconds,
-          "tasks_per_second": runner.meta_batch_size / seconds, "all_seconds": times,
-          "first_call_seconds": first, "parameters": runner.parameter_count,
-          "meta_batch_size": runner.meta_batch_size,
+  return {"config": gin_files, "bindings": gin_params, "replicas": replicas, "xla": xla,
+          "seconds_per_meta_iteration": seconds, "tasks_per_second": batch_size / seconds,
+          "all_seconds": times, "first_call_seconds": first,
+          "flops_per_meta_iteration": flops, "gflops_per_s": flops / seconds / 1e9,
+          "peak_memory_bytes": _peak_memory_bytes(), "parameters": runner.parameter_count,
+          "meta_batch_size": batch_size, "warmup": warmup, "first_order": first_order,
           "threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def _measure_in_child(replicas, xla):
+  """Runs one (replicas, XLA) measurement in a fresh process (devices are configured once
+  per process, and peak memory is per process); returns its result."""
+  with tempfile.TemporaryDirectory() as scratch:
+    output = pathlib.Path(scratch) / "result.json"
+    command = [sys.executable, __file__, f"--iterations={_ITERATIONS.value}",
+               f"--matmul_size={_MATMUL.value}", f"--replicas={replicas}",
+               f"--xla={'on' if xla else 'off'}", f"--output={output}"]
+    command += [f"--gin_file={f}" for f in _GIN_FILES.value]
+    command += [f"--gin_param={p}" for p in _GIN_PARAMS.value]
+    logging.info("measuring %d replica(s), XLA %s", replicas, "on" if xla else "off")
+    subprocess.run(command, check=True)
+    return json.loads(output.read_text())[0]
+
+
+def _machine():
+  cpu = next((line.split(":", 1)[1].strip() for line in
+              pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("model name")), platform.processor())
+  memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+  gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+          for g in tf.config.list_physical_devices("GPU")]
+  return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB" +
+          (f", GPUs: {', '.join(gpus)}" if gpus else ", no GPU") +
+          f"; TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
+          f"{platform.python_version()}")
+
+
+def markdown_report(results, command):
+  """A BENCHMARKS.md section: command, machine, versions, one row per measurement."""
+  base = {r["replicas"]: r["seconds_per_meta_iteration"] for r in results if not r["xla"]}
+  lines = [f"### `{' '.join(results[0]['config'])}` ({time.strftime('%Y-%m-%d')})", "",
+           f"Command: `{command}`", f"Machine: {_machine()}", "",
+           "| replicas | XLA | s / meta-iteration | tasks / s | first call (s) | peak memory "
+           "(GiB) | GFLOP / meta-iteration | GFLOP/s | matmul GFLOP/s | of matmul | speed-up "
+           "vs 1 replica |", "|---" * 11 + "|"]
+  for r in results:
+    speedup = base.get(1, float("nan")) / r["seconds_per_meta_iteration"]
+    lines.append(
+        f"| {r['replicas']} | {'on' if r['xla'] else 'off'} | "
+        f"{r['seconds_per_meta_iteration']:.3f} | {r['tasks_per_second']:.2f} | "
+        f"{r['first_call_seconds']:.1f} | {r['peak_memory_bytes'] / 2 ** 30:.2f} | "
+        f"{r['flops_per_meta_iteration'] / 1e9:.1f} | {r['gflops_per_s']:.1f} | "
+        f"{r['matmul_gflops_per_s']:.1f} | {r['gflops_per_s'] / r['matmul_gflops_per_s']:.0%}"
+        f" | {speedup:.2f}x |")
+  return "\n".join(lines) + "\n"
+
+
+def _meta_iteration_main():
+  """--gin_file mode: one measurement per (replicas, XLA) setting, each in a child process
+  unless a single one is asked for; optionally appended to BENCHMARKS.md."""
+  settings = [(int(r), x) for r in _REPLICAS.value
+              for x in {"off": [False], "on": [True], "both": [False, True]}[_XLA.value]]
+  if len(settings) == 1:
+    results = [meta_iteration_benchmark(_GIN_FILES.value, _GIN_PARAMS.value,
+                                        _ITERATIONS.value, *settings[0])]
+    results[0]["matmul_gflops_per_s"] = matmul_gflops(_MATMUL.value, _ITERATIONS.value)
+  else:
+    results = [_measure_in_child(r, x) for r, x in settings]
+  for r in results:
+    logging.info("%d replica(s), XLA %s: %.2f s per meta-iteration (%.2f tasks/s; first call "
+                 "%.1f s), %.1f GFLOP, %.1f GFLOP/s (matmul %.1f), peak memory %.2f GiB",
+                 r["replicas"], "on" if r["xla"] else "off", r["seconds_per_meta_iteration"],
+                 r["tasks_per_second"], r["first_call_seconds"],
+                 r["flops_per_meta_iteration"] / 1e9, r["gflops_per_s"],
+                 r["matmul_gflops_per_s"], r["peak_memory_bytes"] / 2 ** 30)
+  if _OUTPUT.value:
+    pathlib.Path(_OUTPUT.value).write_text(json.dumps(results, indent=2))
+  if _APPEND_TO.value:
+    command = "python tools/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with open(_APPEND_TO.value, "a") as f:
+      f.write("\n" + markdown_report(results, command))
 
 
 def main(argv):
   del argv
   if _GIN_FILES.value:
-    result = meta_iteration_benchmark(_GIN_FILES.value, _GIN_PARAMS.value, _ITERATIONS.value)
-    logging.info("%.2f s per meta-iteration (%.2f tasks/s; first call, tracing included, "
-                 "%.1f s)", result["seconds_per_meta_iteration"], result["tasks_per_second"],
-                 result["first_call_seconds"])
-    logging.info("result: %s", json.dumps(result))
-    if _OUTPUT.value:
-      with open(_OUTPUT.value, "w") as f:
-        json.dump(result, f, indent=2)
+    _meta_iteration_main()
     return
   shape = tuple(int(s) for s in _IMAGE.value)
   network = SearchNetwork(num_classes=_WAYS.value, channels=_CHANNELS.value,

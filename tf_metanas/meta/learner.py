@@ -131,6 +131,8 @@ class MetaLearner:
       `warmup_frozen` are neither adapted in the inner loop nor meta-updated (METANAS
       App. A.2: no architecture adaptation for the first half of meta-training).
     warmup_frozen: the groups frozen during warm-up.
+    jit_compile: compile meta-iterations and evaluations with XLA (slower on CPU, see
+      BENCHMARKS.md; worth trying on GPUs).
   """
 
   def __init__(self, model, algorithm="maml", inner_groups=(inner_loop.ParamGroup(),),
@@ -139,7 +141,7 @@ class MetaLearner:
                multi_step_loss_iterations=0, learnable_inner_lr=False,
                first_order_iterations=0, forward=default_forward,
                per_step_bn_statistics=False, transductive=True, warmup_iterations=0,
-               warmup_frozen=("arch",)):
+               warmup_frozen=("arch",), jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
@@ -193,7 +195,8 @@ class MetaLearner:
       optimizer.build(self._meta_variables(name))
       self.meta_optimizers[name] = optimizer
     self._train_fns, self._adapt_fns = {}, {}
-    self._eval_fn = tf.function(self._evaluate_batch, autograph=False)
+    self.jit_compile = bool(jit_compile)
+    self._eval_fn = tf.function(self._evaluate_batch, autograph=False, jit_compile=jit_compile)
 
   # ---- pieces ---------------------------------------------------------------------------
 
@@ -295,10 +298,14 @@ class MetaLearner:
     return inner_loop.adapt_loop(self._support_loss(task, inner_loop.total_steps(phases)),
                                  params, self.groups, phases, joint=self.joint)
 
-  def _reptile_task(self, task, phases):
+  def _reptile_task(self, task, phases, unroll=False):
     """Reptile direction of one task: U^k(theta) - theta."""
     params = self._initial_params()
-    final, losses = self._adapt_loop(task, params, phases)
+    if unroll:
+      trajectory, losses = self._adapt(task, params, phases, first_order=True)
+      final = tf.nest.map_structure(tf.stop_gradient, trajectory[-1])
+    else:
+      final, losses = self._adapt_loop(task, params, phases)
     diffs = [a - p for name in self.groups for a, p in zip(final[name], params[name])]
     steps = inner_loop.total_steps(phases)
     loss, acc = self._query(task, final, steps, steps)
@@ -346,12 +353,20 @@ class MetaLearner:
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
     return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
 
-  def _train_step(self, batch, first_order, warmup):
+  def task_update(self, task, first_order=None, warmup=False, unroll=False):
+    """The meta-update direction (meta-gradient, or adapted - meta for Reptile) and the
+    metrics of one meta-training task, what a meta-iteration averages over its tasks.
+    `unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
+    operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
     phases = self._phases(warmup)
     if self.algorithm == "reptile":
-      body = lambda task: self._reptile_task(task, phases)
-    else:
-      body = lambda task: self._maml_task(task, first_order, phases)
+      return self._reptile_task(task, phases, unroll)
+    if first_order is None:
+      first_order = self.first_order_now()
+    return self._maml_task(task, first_order, phases)
+
+  def _train_step(self, batch, first_order, warmup):
+    body = lambda task: self.task_update(task, first_order, warmup)
     local = tf.nest.flatten(self.strategy.experimental_local_results(batch)[0])[0]
     num_tasks = int(local.shape[0]) * self.strategy.num_replicas_in_sync
     with self.strategy.scope():
@@ -380,7 +395,7 @@ class MetaLearner:
     if key not in self._train_fns:
       self._train_fns[key] = tf.function(
           functools.partial(self._train_step, first_order=first_order, warmup=key[1]),
-          autograph=False)
+          autograph=False, jit_compile=self.jit_compile)
     return self._train_fns[key](distribute.split_tasks(self.strategy, batch))
 
   # ---- adaptation to new tasks ----------------------------------------------------------
