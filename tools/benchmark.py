@@ -181,7 +181,7 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
           "flops_per_meta_iteration": flops, "gflops_per_s": flops / seconds / 1e9,
           "peak_memory_bytes": _peak_memory_bytes(), "parameters": runner.parameter_count,
           "meta_batch_size": batch_size, "warmup": warmup, "first_order": first_order,
-          "threads": tf.config.threading.get_intra_op_parallelism_threads()}
+          "environment": _environment()}
 
 
 def _measure_in_child(replicas, xla):
@@ -197,6 +197,12 @@ def _measure_in_child(replicas, xla):
     logging.info("measuring %d replica(s), XLA %s", replicas, "on" if xla else "off")
     subprocess.run(command, check=True)
     return json.loads(output.read_text())[0]
+
+
+def _environment():
+  """The environment variables that change TensorFlow's CPU speed, as set."""
+  return {k: os.environ[k] for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                                     "TF_ENABLE_ONEDNN_OPTS") if k in os.environ}
 
 
 def _machine():
@@ -253,7 +259,8 @@ def _meta_iteration_main():
   if _OUTPUT.value:
     pathlib.Path(_OUTPUT.value).write_text(json.dumps(results, indent=2))
   if _APPEND_TO.value:
-    command = "python tools/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = " ".join([f"{k}={v}" for k, v in _environment().items()] +
+                     ["python tools/benchmark.py"] + [shlex.quote(a) for a in sys.argv[1:]])
     with open(_APPEND_TO.value, "a") as f:
       f.write("\n" + markdown_report(results, command))
 
