@@ -5,6 +5,7 @@ cross strategies; 2 local MultiWorkerMirroredStrategy workers agree with one pro
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ BOTH = ("weights", "arch")
 # biases followed by BatchNorm (mathematically 0) to +-lr, so rounding would show.
 
 
-def _conv4_learner(algorithm):
+def _conv4_learner(algorithm, **kwargs):
   keras.utils.set_random_seed(0)
   net = Conv4(3, filters=4)
   net.build((None, 8, 8, 1))
@@ -43,7 +44,7 @@ def _conv4_learner(algorithm):
       net, algorithm, inner_groups=(inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),),
       train_phases=(inner_loop.Phase(2),), test_phases=(inner_loop.Phase(3),),
       meta_learning_rates={"weights": 0.5 if algorithm == "reptile" else 0.1},
-      meta_optimizer="sgd")
+      meta_optimizer="sgd", **kwargs)
 
 
 def _metanas_learner(algorithm="reptile"):
@@ -64,6 +65,7 @@ def _metanas_learner(algorithm="reptile"):
 
 BUILDERS = {
     "maml": lambda: _conv4_learner("maml"),
+    "maml_xla": lambda: _conv4_learner("maml", jit_compile=True),
     "reptile": lambda: _conv4_learner("reptile"),
     "metanas_reptile": lambda: _metanas_learner("reptile"),
     "metanas_maml": lambda: _metanas_learner("maml"),
@@ -190,13 +192,13 @@ def _checkpoint(model_dir):
           if name.startswith(("meta_optimizer", "meta_step"))}
 
 
-def _assert_same_run(model_dir, reference):
+def _assert_same_run(model_dir, reference, iterations=3):
   got, want = _checkpoint(model_dir), _checkpoint(reference)
   assert got.keys() == want.keys() and len(want) > 10
   for name, value in want.items():
     np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
   results = [json.loads((d / "results.json").read_text()) for d in (model_dir, reference)]
-  assert results[0]["meta_iterations"] == results[1]["meta_iterations"] == 3
+  assert results[0]["meta_iterations"] == results[1]["meta_iterations"] == iterations
   assert results[0]["accuracy"] == pytest.approx(results[1]["accuracy"], abs=1e-6)
 
 
@@ -227,15 +229,17 @@ def _free_ports(count):
   return ports
 
 
-@pytest.mark.slow
-def test_two_local_workers_agree_with_one_process(tmp_path, reference_run):
+def _run_workers(model_dir, logs, *flags):
+  """Runs tools/train.py as 2 MultiWorkerMirroredStrategy workers on 127.0.0.1 (free ports,
+  bounded time, killed if still running); returns their outputs."""
   hosts = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
   env = {k: v for k, v in _env().items() if k != "TF_CONFIG"}
-  logs = [open(tmp_path / f"worker_{i}.log", "w") for i in range(2)]  # pylint: disable=consider-using-with
+  paths = [logs / f"worker_{i}.log" for i in range(2)]
+  files = [open(path, "w") for path in paths]  # pylint: disable=consider-using-with
   workers = [subprocess.Popen(
-      _train_command(tmp_path / "run", "--strategy=multi_worker", f"--worker_hosts={hosts}",
-                     f"--task_index={i}"), env=env, stdout=logs[i], stderr=subprocess.STDOUT)
-             for i in range(2)]
+      _train_command(model_dir, "--strategy=multi_worker", f"--worker_hosts={hosts}",
+                     f"--task_index={i}", *flags), env=env, stdout=files[i],
+      stderr=subprocess.STDOUT) for i in range(2)]
   try:
     codes = [w.wait(timeout=300) for w in workers]
   finally:
@@ -243,10 +247,26 @@ def test_two_local_workers_agree_with_one_process(tmp_path, reference_run):
       if w.poll() is None:
         w.kill()
         w.wait()
-    for log in logs:
-      log.close()
-  output = [(tmp_path / f"worker_{i}.log").read_text() for i in range(2)]
+    for f in files:
+      f.close()
+  output = [path.read_text() for path in paths]
   assert codes == [0, 0], output[0][-3000:] + output[1][-3000:]
+  return output
+
+
+@pytest.mark.slow
+def test_two_local_workers_agree_with_one_process_and_resume(tmp_path, reference_run):
+  output = _run_workers(tmp_path / "run", tmp_path)
   assert "multi-worker: worker 1 of 2 replicas" in output[1]
   _assert_same_run(tmp_path / "run", reference_run)
   assert not list((tmp_path / "run").glob("worker_*"))  # worker 1's scratch is gone
+
+  # Both workers restore the chief's checkpoint and go on, as one process does.
+  more = "--gin_param=Runner.num_iterations = 4"
+  output = _run_workers(tmp_path / "run", tmp_path, more)
+  assert all("Restored" in o and "ckpt-3" in o for o in output)
+  single = tmp_path / "single"
+  shutil.copytree(reference_run, single)
+  subprocess.run(_train_command(single, more), env=_env(), check=True, timeout=300,
+                 capture_output=True)
+  _assert_same_run(tmp_path / "run", single, iterations=4)

@@ -186,7 +186,8 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
 
 def _measure_in_child(replicas, xla):
   """Runs one (replicas, XLA) measurement in a fresh process (devices are configured once
-  per process, and peak memory is per process); returns its result."""
+  per process, and peak memory is per process); returns its result, or a record of its
+  failure (the last lines of its output) so that the other settings still get reported."""
   with tempfile.TemporaryDirectory() as scratch:
     output = pathlib.Path(scratch) / "result.json"
     command = [sys.executable, __file__, f"--iterations={_ITERATIONS.value}",
@@ -195,7 +196,13 @@ def _measure_in_child(replicas, xla):
     command += [f"--gin_file={f}" for f in _GIN_FILES.value]
     command += [f"--gin_param={p}" for p in _GIN_PARAMS.value]
     logging.info("measuring %d replica(s), XLA %s", replicas, "on" if xla else "off")
-    subprocess.run(command, check=True)
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    if run.returncode:
+      error = [line for line in run.stderr.splitlines() if line.strip()][-1:]
+      logging.error("%d replica(s), XLA %s failed:\n%s", replicas, "on" if xla else "off",
+                    run.stderr[-5000:])
+      return {"config": _GIN_FILES.value, "replicas": replicas, "xla": xla,
+              "failed": error[0][:300] if error else f"exit status {run.returncode}"}
     return json.loads(output.read_text())[0]
 
 
@@ -220,13 +227,18 @@ def _machine():
 
 def markdown_report(results, command):
   """A BENCHMARKS.md section: command, machine, versions, one row per measurement."""
-  base = {r["replicas"]: r["seconds_per_meta_iteration"] for r in results if not r["xla"]}
+  base = {r["replicas"]: r["seconds_per_meta_iteration"] for r in results
+          if not r["xla"] and "failed" not in r}
   lines = [f"### `{' '.join(results[0]['config'])}` ({time.strftime('%Y-%m-%d')})", "",
            f"Command: `{command}`", f"Machine: {_machine()}", "",
            "| replicas | XLA | s / meta-iteration | tasks / s | first call (s) | peak memory "
            "(GiB) | GFLOP / meta-iteration | GFLOP/s | matmul GFLOP/s | of matmul | speed-up "
            "vs 1 replica |", "|---" * 11 + "|"]
   for r in results:
+    if "failed" in r:
+      lines.append(f"| {r['replicas']} | {'on' if r['xla'] else 'off'} | failed: "
+                   f"`{r['failed']}` |" + " |" * 8)
+      continue
     speedup = base.get(1, float("nan")) / r["seconds_per_meta_iteration"]
     lines.append(
         f"| {r['replicas']} | {'on' if r['xla'] else 'off'} | "
@@ -249,7 +261,7 @@ def _meta_iteration_main():
     results[0]["matmul_gflops_per_s"] = matmul_gflops(_MATMUL.value, _ITERATIONS.value)
   else:
     results = [_measure_in_child(r, x) for r, x in settings]
-  for r in results:
+  for r in (r for r in results if "failed" not in r):
     logging.info("%d replica(s), XLA %s: %.2f s per meta-iteration (%.2f tasks/s; first call "
                  "%.1f s), %.1f GFLOP, %.1f GFLOP/s (matmul %.1f), peak memory %.2f GiB",
                  r["replicas"], "on" if r["xla"] else "off", r["seconds_per_meta_iteration"],

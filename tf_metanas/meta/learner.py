@@ -196,7 +196,7 @@ class MetaLearner:
       self.meta_optimizers[name] = optimizer
     self._train_fns, self._adapt_fns = {}, {}
     self.jit_compile = bool(jit_compile)
-    self._eval_fn = tf.function(self._evaluate_batch, autograph=False, jit_compile=jit_compile)
+    self._eval_fn = tf.function(self._evaluate_batch, autograph=False)
 
   # ---- pieces ---------------------------------------------------------------------------
 
@@ -333,12 +333,20 @@ class MetaLearner:
     _, total = tf.while_loop(lambda i, _: i < num_tasks, step, (tf.constant(0), zeros))
     return total
 
+  def _compiled(self, fn):
+    """`fn` compiled with XLA if `jit_compile`: what one replica computes on its device (the
+    tasks' adaptation), leaving all-reduces and variable updates to TensorFlow, so XLA
+    works under every strategy."""
+    if not self.jit_compile:
+      return fn
+    return tf.function(fn, jit_compile=True, autograph=False)
+
   def _replica_step(self, batch, body, num_tasks, warmup):
     """One replica's part of a meta-iteration, in replica context: the sum of its tasks'
     meta-gradients (Reptile: adapted - meta), divided by the meta-batch's `num_tasks`, goes
     to the meta optimizers, which all-reduce (sum) it over the replicas and so apply the
     mean over all tasks. Returns the same shares of the metrics and BatchNorm statistics."""
-    directions, metrics = self._sum_over_tasks(body, batch)
+    directions, metrics = self._compiled(lambda b: self._sum_over_tasks(body, b))(batch)
     shares = [d / num_tasks for d in directions]
     start = 0
     for name in self.groups:
@@ -395,7 +403,7 @@ class MetaLearner:
     if key not in self._train_fns:
       self._train_fns[key] = tf.function(
           functools.partial(self._train_step, first_order=first_order, warmup=key[1]),
-          autograph=False, jit_compile=self.jit_compile)
+          autograph=False)
     return self._train_fns[key](distribute.split_tasks(self.strategy, batch))
 
   # ---- adaptation to new tasks ----------------------------------------------------------
@@ -425,7 +433,7 @@ class MetaLearner:
   def _evaluate_batch(self, batch):
     """Each replica adapts to its slice of tasks; the outputs are gathered in task order."""
     with self.strategy.scope():
-      outputs = self.strategy.run(self._evaluate_replica, args=(batch,))
+      outputs = self.strategy.run(self._compiled(self._evaluate_replica), args=(batch,))
       return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), outputs)
 
   def _evaluate_signature(self):
