@@ -109,6 +109,15 @@ def test_mirrored_over_two_devices_equals_one_device(method, mirrored):
     assert m == pytest.approx(s, rel=1e-5, abs=1e-6)
 
 
+def test_one_device_strategy_on_the_second_device_equals_the_default():
+  _, want, _ = _train(BUILDERS["reptile"], tf.distribute.get_strategy())
+  learner, got, _ = _train(BUILDERS["reptile"],
+                           distribute.make_strategy("one_device", devices=["/cpu:1"]))
+  assert learner.model.weights[0].value.device.endswith("CPU:1")
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_mirrored_evaluation_keeps_the_task_order(mirrored):
   single = _metanas_learner()
   with mirrored.scope():
