@@ -63,9 +63,9 @@ def make_strategy(name="default", devices=None, worker_hosts=None, task_index=0)
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "one_device":
-    return tf.distribute.OneDeviceStrategy((devices or [_local_devices()[0]])[0])
+    return tf.distribute.OneDeviceStrategy((devices or [local_devices()[0]])[0])
   if name == "mirrored":
-    return tf.distribute.MirroredStrategy(devices or _local_devices())
+    return tf.distribute.MirroredStrategy(devices or local_devices())
   resolver = _cluster_resolver(worker_hosts, task_index)
   strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
   logging.info("multi-worker: %s %d of %d replicas", resolver.task_type, resolver.task_id,
@@ -73,7 +73,8 @@ def make_strategy(name="default", devices=None, worker_hosts=None, task_index=0)
   return strategy
 
 
-def _local_devices():
+def local_devices():
+  """Names of this machine's GPUs, or of its logical CPU devices if it has no GPU."""
   gpus = tf.config.list_logical_devices("GPU")
   return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 

@@ -132,10 +132,10 @@ def _strategy(replicas):
     return tf.distribute.get_strategy()
   if not tf.config.list_physical_devices("GPU"):
     distribute.configure_cpu_devices(replicas)
-  devices = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))
+  devices = distribute.local_devices()
   if len(devices) < replicas:
     raise app.UsageError(f"{replicas} replicas asked for, {len(devices)} devices found")
-  return distribute.make_strategy("mirrored", devices=[d.name for d in devices[:replicas]])
+  return distribute.make_strategy("mirrored", devices=devices[:replicas])
 
 
 def _peak_memory_bytes():

@@ -131,8 +131,9 @@ class MetaLearner:
       `warmup_frozen` are neither adapted in the inner loop nor meta-updated (METANAS
       App. A.2: no architecture adaptation for the first half of meta-training).
     warmup_frozen: the groups frozen during warm-up.
-    jit_compile: compile meta-iterations and evaluations with XLA (slower on CPU, see
-      BENCHMARKS.md; worth trying on GPUs).
+    jit_compile: compile with XLA what each replica computes for its tasks (adaptation and
+      meta-gradients, or evaluation); all-reduces and updates stay in TensorFlow. Slower
+      on CPU (BENCHMARKS.md); for GPUs.
   """
 
   def __init__(self, model, algorithm="maml", inner_groups=(inner_loop.ParamGroup(),),

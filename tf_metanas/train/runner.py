@@ -70,9 +70,9 @@ class Runner:
     eval_every: meta-iterations between meta-validations (0: never).
     eval_tasks: tasks per meta-validation.
     test_tasks: tasks of the final meta-test (>= 600 by default, as the papers report).
+    test_batch_size: tasks adapted per compiled evaluation call (split over the replicas).
     checkpoint_every: meta-iterations between checkpoints.
     log_every: meta-iterations between Train/ summaries and progress lines.
-    test_batch_size: tasks adapted per compiled evaluation call (split over the replicas).
     seed: seeds initialization and the episode samplers.
     splits: dict split -> ImageStore (default: `load_splits()` from gin).
     max_checkpoints: checkpoints kept in model_dir (the oldest are deleted).
