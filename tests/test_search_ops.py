@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_metanas.search import mixed_op as mixed_op_lib
 from tf_metanas.search import ops as ops_lib
@@ -57,6 +58,21 @@ def test_strided_dilated_conv_equals_subsampled_stride_one_conv():
                              full[:, ::2, ::2], atol=1e-6)
 
 
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduce_equals_strided_one_by_one_convolutions(size):
+  """DARTS' definition: 1x1 stride-2 "same" convs on relu(x) and relu(x) shifted by one
+  pixel, concatenated, batch-normalized (computed here as subsample + stride-1 conv)."""
+  op = ops_lib.FactorizedReduce(C, 2)
+  x = np.random.default_rng(3).normal(size=(2, size, size, C)).astype("float32")
+  y = op(x, training=True)
+  relu = tf.nn.relu(x)
+  shifted = tf.pad(relu, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :]
+  conv = lambda z, k: tf.nn.conv2d(z, k, strides=2, padding="SAME")
+  z = tf.concat([conv(relu, op.conv_a.kernel), conv(shifted, op.conv_b.kernel)], axis=-1)
+  mean, variance = tf.nn.moments(z, (0, 1, 2))
+  np.testing.assert_allclose(y, (z - mean) / tf.sqrt(variance + 1e-5), atol=1e-5)
+
+
 def test_op_sets_are_data_and_validated():
   assert ops_lib.op_set("S1")[0] == "max_pool_3x3" and len(ops_lib.op_set("S1")) == 7
   assert "none" in ops_lib.op_set("DARTS") and len(ops_lib.op_set("DARTS")) == 8
@@ -75,6 +91,27 @@ def test_mixed_op_is_the_weighted_sum_of_its_ops():
   expected = sum(w * np.asarray(op(x, training=False))
                  for w, op in zip(weights, mixed.candidates))
   np.testing.assert_allclose(np.asarray(y), expected, atol=1e-5)
+
+
+def test_mixed_op_weight_gradients_are_the_op_outputs():
+  """d<y, v>/dw_o = <o(x), v> and d<y, v>/dx = sum_o w_o d<o(x), v>/dx, with every S1 op."""
+  mixed = mixed_op_lib.MixedOp(C, ops_lib.op_set("S1"))
+  rng = np.random.default_rng(4)
+  x = tf.constant(rng.normal(size=(3, 6, 6, C)).astype("float32"))
+  v = tf.constant(rng.normal(size=(3, 6, 6, C)).astype("float32"))
+  weights = tf.constant(rng.dirichlet(np.ones(7)).astype("float32"))
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([x, weights])
+    y = mixed(x, weights, training=True)
+    loss = tf.reduce_sum(y * v)
+    expected = sum(weights[i] * tf.reduce_sum(op(x, training=True) * v)
+                   for i, op in enumerate(mixed.candidates))
+  outputs = [tf.reduce_sum(op(x, training=True) * v) for op in mixed.candidates]
+  np.testing.assert_allclose(tape.gradient(loss, weights), outputs, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(tape.gradient(loss, x), tape.gradient(expected, x), atol=1e-4)
+  for ours, theirs in zip(tape.gradient(loss, mixed.trainable_weights),
+                          tape.gradient(expected, mixed.trainable_weights)):
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
 class _Counter:

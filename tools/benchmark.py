@@ -13,6 +13,10 @@ over 1..N mirrored replicas (each setting measured in its own process).
       --append_to=BENCHMARKS.md
 """
 
+from tf_metanas.train import runtime  # pylint: disable=g-bad-import-order
+
+runtime.use_onednn_by_default()  # before TensorFlow loads
+
 import json
 import os
 import pathlib

@@ -60,13 +60,18 @@ class Identity(_Op):
 
 @keras.saving.register_keras_serializable("tf_metanas")
 class FactorizedReduce(_Op):
-  """ReLU, two 1x1 stride-2 convs on x and on x shifted by one pixel, concat, BN."""
+  """ReLU, two 1x1 stride-2 convs on x and on x shifted by one pixel, concat, BN.
+
+  A 1x1 stride-2 "same" convolution reads pixels 0, 2, 4, ... (it pads nothing), so it is
+  computed as that subsampling followed by a 1x1 stride-1 convolution: the same function,
+  with no work on the skipped pixels, and clear of TF 2.21's oneDNN filter gradient of
+  strided 1x1 convolutions, which corrupts the heap (see BENCHMARKS.md).
+  """
 
   def build(self, input_shape):
     half = self.channels // 2
-    self.conv_a = layers.Conv2D(half, 1, strides=2, use_bias=False, padding="same")
-    self.conv_b = layers.Conv2D(self.channels - half, 1, strides=2, use_bias=False,
-                                padding="same")
+    self.conv_a = layers.Conv2D(half, 1, use_bias=False)
+    self.conv_b = layers.Conv2D(self.channels - half, 1, use_bias=False)
     self.bn = _bn(self.affine)
     self.conv_a.build(input_shape)
     self.conv_b.build(input_shape)
@@ -74,8 +79,8 @@ class FactorizedReduce(_Op):
 
   def call(self, x, training=None):
     x = K.relu(x)
-    shifted = K.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :]
-    y = K.concatenate([self.conv_a(x), self.conv_b(shifted)], axis=-1)
+    shifted = K.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1::2, 1::2, :]
+    y = K.concatenate([self.conv_a(x[:, ::2, ::2, :]), self.conv_b(shifted)], axis=-1)
     return self.bn(y, training=training)
 
 
