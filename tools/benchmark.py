@@ -13,10 +13,6 @@ over 1..N mirrored replicas (each setting measured in its own process).
       --append_to=BENCHMARKS.md
 """
 
-from tf_metanas.train import runtime  # pylint: disable=g-bad-import-order
-
-runtime.use_onednn_by_default()  # before TensorFlow loads
-
 import json
 import os
 import pathlib
@@ -234,7 +230,9 @@ def markdown_report(results, command):
   base = {r["replicas"]: r["seconds_per_meta_iteration"] for r in results
           if not r["xla"] and "failed" not in r}
   lines = [f"### `{' '.join(results[0]['config'])}` ({time.strftime('%Y-%m-%d')})", "",
-           f"Command: `{command}`", f"Machine: {_machine()}", "",
+           f"Command: `{command}`", f"Machine: {_machine()}",
+           "Environment: " + (", ".join(f"{k}={v}" for k, v in results[0]["environment"].items())
+                              or "TensorFlow's defaults"), "",
            "| replicas | XLA | s / meta-iteration | tasks / s | first call (s) | peak memory "
            "(GiB) | GFLOP / meta-iteration | GFLOP/s | matmul GFLOP/s | of matmul | speed-up "
            "vs 1 replica |", "|---" * 11 + "|"]

@@ -4,10 +4,6 @@ r"""Meta-tests a trained model dir, possibly on other data or shots (same ways).
       --gin_param='test/EpisodeSpec.num_shots = 5' --gin_param='Runner.test_tasks = 1000'
 """
 
-from tf_metanas.train import runtime  # pylint: disable=g-bad-import-order
-
-runtime.use_onednn_by_default()  # before TensorFlow loads
-
 import pathlib
 
 from absl import app

@@ -7,10 +7,6 @@ r"""Meta-trains and meta-tests a configuration: flags -> gin -> Runner.
       --task_index=0                                            # on h1; --task_index=1 on h2
 """
 
-from tf_metanas.train import runtime  # pylint: disable=g-bad-import-order
-
-runtime.use_onednn_by_default()  # before TensorFlow loads
-
 from absl import app
 from absl import flags
 from absl import logging
