@@ -231,7 +231,7 @@ def markdown_report(results, command):
           if not r["xla"] and "failed" not in r}
   lines = [f"### `{' '.join(results[0]['config'])}` ({time.strftime('%Y-%m-%d')})", "",
            f"Command: `{command}`", f"Machine: {_machine()}",
-           "Environment: " + (", ".join(f"{k}={v}" for k, v in results[0]["environment"].items())
+           "Environment: " + (", ".join(f"{k}={v}" for k, v in _environment().items())
                               or "TensorFlow's defaults"), "",
            "| replicas | XLA | s / meta-iteration | tasks / s | first call (s) | peak memory "
            "(GiB) | GFLOP / meta-iteration | GFLOP/s | matmul GFLOP/s | of matmul | speed-up "
