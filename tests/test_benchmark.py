@@ -12,11 +12,13 @@ _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(args, tmp_path, **env):
-  run = subprocess.run([sys.executable, str(_ROOT / "tools" / "benchmark.py"), *args],
-                       cwd=_ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                       timeout=600, check=False)
+  """tools/benchmark.py with `args` (and `env`); returns what it wrote to --output."""
+  output = tmp_path / "result.json"
+  run = subprocess.run([sys.executable, str(_ROOT / "tools" / "benchmark.py"), *args,
+                        f"--output={output}"], cwd=_ROOT, env={**os.environ, **env},
+                       capture_output=True, text=True, timeout=600, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
-  return json.loads((tmp_path / "result.json").read_text())
+  return json.loads(output.read_text())
 
 
 @pytest.mark.slow
@@ -24,8 +26,7 @@ def test_meta_iterations_over_replicas_to_json_and_markdown(tmp_path):
   report = tmp_path / "BENCHMARKS.md"
   results = _run(["--gin_file=gin_configs/experiments/baselines/reptile_glyphs_5w1s.gin",
                   "--gin_param=META_BATCH=2", "--iterations=1", "--replicas=1,2",
-                  "--matmul_size=256", f"--append_to={report}",
-                  f"--output={tmp_path / 'result.json'}"], tmp_path,
+                  "--matmul_size=256", f"--append_to={report}"], tmp_path,
                  TF_NUM_INTRAOP_THREADS="1")
   assert [(r["replicas"], r["xla"]) for r in results] == [(1, False), (2, False)]
   for r in results:
@@ -45,9 +46,8 @@ def test_meta_iterations_over_replicas_to_json_and_markdown(tmp_path):
 
 @pytest.mark.slow
 def test_supernet_forward_backward(tmp_path):
-  (result,) = [_run(["--channels=4", "--num_cells=2", "--reduction_cells=1", "--num_nodes=2",
-                     "--batch=4", "--iterations=2", "--matmul_size=128", "--per_op",
-                     f"--output={tmp_path / 'result.json'}"], tmp_path)]
+  result = _run(["--channels=4", "--num_cells=2", "--reduction_cells=1", "--num_nodes=2",
+                 "--batch=4", "--iterations=2", "--matmul_size=128", "--per_op"], tmp_path)
   assert result["seconds"] > 0 and result["flops"] > 1e6
   assert result["gflops_per_s"] == pytest.approx(result["flops"] / result["seconds"] / 1e9)
   assert set(result["per_op_ms"]) == {"max_pool_3x3", "avg_pool_3x3", "skip_connect",

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-# Forward + backward of a search network whose reduction cell holds FactorizedReduce
-# (its 1x1 stride-2 filter gradient corrupted the heap under oneDNN in TF 2.21, 8x8 inputs,
-# one thread per op), then the gradients with fixed weights and inputs.
+# Forward + backward of a search network whose reduction cell holds FactorizedReduce (its
+# 1x1 stride-2 filter gradient corrupted the heap under oneDNN in TF 2.21, 8x8 inputs, one
+# thread per op), five times (the corruption surfaced on a later call), then the gradients
+# of the last call, with fixed weights and inputs.
 _SCRIPT = """
 import sys
 import numpy as np
