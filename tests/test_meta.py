@@ -215,7 +215,7 @@ def test_one_compiled_meta_iteration_does_not_retrace():
   learner = _learner("maml", steps=2)
   for seed in range(4):
     learner.train_step(_batch(seed=seed))
-  assert learner._train_fns[(False, False)].experimental_get_tracing_count() == 1
+  assert learner._train_fns[(False, False, False)].experimental_get_tracing_count() == 1
   assert int(learner.step.numpy()) == 4
 
 
@@ -256,7 +256,7 @@ def test_derivative_order_annealing_switches_to_second_order():
     orders.append(learner.first_order_now())
     learner.train_step(_batch(steps=1, seed=seed))
   assert orders == [True, True, False]
-  assert set(learner._train_fns) == {(True, False), (False, False)}
+  assert set(learner._train_fns) == {(True, False, False), (False, False, False)}
 
 
 def test_reptile_rejects_options_that_need_query_gradients():
@@ -376,3 +376,69 @@ def test_xla_compiled_meta_iterations_equal_the_graph_ones(algorithm):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert xla_loss == pytest.approx(graph_loss, rel=1e-5)
   np.testing.assert_allclose(xla_eval, graph_eval, rtol=1e-4)
+
+
+def test_multi_step_loss_is_used_for_its_iterations_then_the_last_step_alone():
+  msl = _learner("maml", steps=2, lr=0.3, multi_step_loss_iterations=1,
+                 meta_learning_rates={"weights": 0.0})
+  plain = _learner("maml", steps=2, lr=0.3, meta_learning_rates={"weights": 0.0})
+  task = _task(_batch(steps=2))
+  during, _ = msl.task_update(task, first_order=False)
+  reference, _ = plain.task_update(task, first_order=False)
+  assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(during, reference)) > 1e-5
+  assert msl.multi_step_loss_now()
+  msl.train_step(_batch(steps=2))  # a meta learning rate of 0: the parameters stay put
+  assert not msl.multi_step_loss_now()
+  after, _ = msl.task_update(task, first_order=False)
+  for a, b in zip(after, reference):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_per_step_bn_weights_are_meta_learned_per_step_and_not_adapted(float64):
+  del float64
+  learner = _learner("maml", steps=1, lr=0.3, per_step_bn_weights=True)
+  net = learner.model
+  gammas = [v for v in net.weight_variables if "gamma" in v.path]
+  assert len(learner.bn_weights) == 8 and learner.bn_weights[0].shape == (2, 2)  # 2 slots
+  assert not {id(v) for v in gammas} & {id(v) for v in learner.variables["weights"]}
+  rng = np.random.default_rng(0)
+  for v in learner.bn_weights:  # distinct scales and shifts per step
+    v.assign(v + rng.normal(0, 0.3, v.shape))
+  task = _task(_batch(steps=1))
+  grads, _ = learner.task_update(task, first_order=False)
+  bn_grads = grads[len(learner.variables["weights"]):]
+
+  def query_loss():
+    """MAML by hand: one SGD step on the support batch with the step-0 scales and shifts,
+    then the query with the step-1 ones."""
+    def weights(slot, adapted):
+      values = dict(zip(map(id, learner.variables["weights"]), adapted))
+      values.update((id(v), bn[slot]) for v, bn in
+                    zip([w for w in net.weight_variables if id(w) not in values],
+                        learner.bn_weights))
+      return [values[id(v)] for v in net.weight_variables]
+    meta = [v.value for v in learner.variables["weights"]]
+    x = tf.gather(learner_lib.to_float(task["support_images"]), task["support_batches"][0])
+    y = tf.gather(task["support_labels"], task["support_batches"][0])
+    with tf.GradientTape() as tape:
+      tape.watch(meta)
+      loss = learner_lib.cross_entropy(net.functional_call(weights(0, meta), x), y)
+    adapted = [p - 0.3 * g for p, g in zip(meta, tape.gradient(loss, meta))]
+    logits = net.functional_call(weights(1, adapted), learner_lib.to_float(task["query_images"]))
+    return float(learner_lib.cross_entropy(logits, task["query_labels"]))
+
+  eps = 1e-6
+  for index, slot in [(0, 0), (0, 1), (3, 1)]:  # a gamma at both steps, a beta at the query
+    variable = learner.bn_weights[index]
+    value = variable.numpy()
+    numeric = []
+    for sign in (1, -1):
+      moved = value.copy()
+      moved[slot, 1] += sign * eps
+      variable.assign(moved)
+      numeric.append(query_loss())
+    variable.assign(value)
+    expected = (numeric[0] - numeric[1]) / (2 * eps)
+    assert abs(expected) > 1e-6
+    assert float(bn_grads[index][slot, 1]) == pytest.approx(expected, rel=1e-4, abs=1e-8)
+  assert "bn_weights_0" in learner.checkpoint_items()

@@ -46,6 +46,13 @@ def _variables_of(model, group):
   raise ValueError(f"unknown parameter group {group!r}; use 'weights' or 'arch'")
 
 
+def _batch_norm_affine(model):
+  """The BatchNorm scales and shifts among the model's weights."""
+  norms = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+           if isinstance(layer, keras.layers.BatchNormalization)]
+  return [w for layer in norms for w in (layer.gamma, layer.beta) if w is not None]
+
+
 def default_forward(model, params, images, step, num_steps):
   """Logits of `model` with the group tensors in `params` (weights, and arch if present).
 
@@ -85,14 +92,20 @@ def _task_metrics(query_loss, query_accuracy, support_losses):
 
 
 def multi_step_weights(num_steps, step, anneal_iterations):
-  """MAML++ multi-step loss weights: uniform 1/K at first, annealed linearly so that the
-  last step's weight reaches 1 - (K - 1) * 0.03 / K after `anneal_iterations`, the others
-  falling to 0.03 / K."""
+  """MAML++ multi-step loss weights (the official `get_per_step_loss_importance_vector`, with
+  meta-iterations for its epochs): with K steps and progress f = step / anneal_iterations,
+
+    w_s = max(1/K - f / K, 0.03 / K)                        for s < K
+    w_K = min(1/K + f (K - 1) / K, 1 - (K - 1) 0.03 / K)
+
+  uniform 1/K at first; the learner uses them only while step < anneal_iterations and the
+  last step's loss alone after.
+  """
   k = float(num_steps)
-  frac = tf.minimum(tf.cast(step, tf.float32) / max(anneal_iterations, 1), 1.0)
+  frac = tf.cast(step, tf.float32) / max(anneal_iterations, 1)
   floor = 0.03 / k
-  others = 1.0 / k - frac * (1.0 / k - floor)
-  last = 1.0 - (k - 1.0) * others
+  others = tf.maximum(1.0 / k - frac / k, floor)
+  last = tf.minimum(1.0 / k + frac * (k - 1.0) / k, 1.0 - (k - 1.0) * floor)
   return tf.concat([tf.fill([num_steps - 1], others), [last]], 0)
 
 
@@ -107,12 +120,14 @@ class MetaLearner:
     train_phases: inner-loop phases during meta-training.
     test_phases: inner-loop phases when adapting to a new task (meta-test protocol).
     meta_learning_rates: group name -> float or schedule: the meta optimizer's learning
-      rate (MAML: Adam) or Reptile's outer step size eps.
+      rate (MAML: Adam) or Reptile's outer step size eps. Schedules are evaluated at the
+      meta-iteration (`step`), the same clock for every group.
     meta_optimizer: "adam" or "sgd" for MAML-style updates (Reptile always applies its
       exact step, i.e. SGD on theta - mean adapted).
     joint: one backward pass per inner step for all groups (False: alternate groups).
-    multi_step_loss_iterations: > 0 enables the MAML++ multi-step loss, annealed over this
-      many meta-iterations.
+    multi_step_loss_iterations: > 0 enables the MAML++ multi-step loss for this many
+      meta-iterations (its weights annealed towards the last step), after which the last
+      step's loss alone is used, as the official code does.
     learnable_inner_lr: MAML++ LSLR: per-step, per-tensor inner learning rates meta-learned
       with the weights (MAML / first-order MAML only).
     first_order_iterations: MAML++ derivative-order annealing: first order before this
@@ -124,6 +139,10 @@ class MetaLearner:
       each updated from the batch moments seen at that step during meta-training (MAML /
       first-order MAML; with the default forward only). Normalization still uses batch
       statistics unless `transductive` is False.
+    per_step_bn_weights: MAML++ per-step BatchNorm weights and biases (BNWB): one copy of
+      every BatchNorm scale and shift per inner step (and one for the query after the
+      last), meta-learned with the weights and not adapted in the inner loop (MAML /
+      first-order MAML; with the default forward only).
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
@@ -141,18 +160,20 @@ class MetaLearner:
                meta_learning_rates=None, meta_optimizer="adam", joint=True,
                multi_step_loss_iterations=0, learnable_inner_lr=False,
                first_order_iterations=0, forward=default_forward,
-               per_step_bn_statistics=False, transductive=True, warmup_iterations=0,
+               per_step_bn_statistics=False, per_step_bn_weights=False, transductive=True,
+               warmup_iterations=0,
                warmup_frozen=("arch",), jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
-                                   per_step_bn_statistics):
-      raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics are "
-                       "MAML++ options: use MAML or first-order MAML")
+                                   per_step_bn_statistics or per_step_bn_weights):
+      raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics and "
+                       "weights are MAML++ options: use MAML or first-order MAML")
     if not transductive and not per_step_bn_statistics:
       raise ValueError("transductive=False needs per_step_bn_statistics=True")
-    if per_step_bn_statistics and forward is not default_forward:
-      raise ValueError("per_step_bn_statistics works with the default forward only")
+    if (per_step_bn_statistics or per_step_bn_weights) and forward is not default_forward:
+      raise ValueError("per-step BatchNorm statistics and weights work with the default "
+                       "forward only")
     self.model, self.algorithm, self.joint = model, algorithm, joint
     self.strategy = tf.distribute.get_strategy()
     self.groups = {g.name: g for g in inner_groups}
@@ -166,6 +187,10 @@ class MetaLearner:
       raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
                        f"groups are {sorted(self.groups)}")
     self.variables = {name: _variables_of(model, name) for name in self.groups}
+    bn_affine = _batch_norm_affine(model) if per_step_bn_weights else []
+    if bn_affine:  # meta-learned per step instead of adapted
+      ids = {id(v) for v in bn_affine}
+      self.variables["weights"] = [v for v in self.variables["weights"] if id(v) not in ids]
     for name, variables in self.variables.items():
       if not variables:
         raise ValueError(f"group {name!r} has no variables in {type(model).__name__}")
@@ -178,15 +203,19 @@ class MetaLearner:
                                for i in range(len(self.variables[name]))]
                         for name, g in self.groups.items()}
     self.bn_statistics, self._recorded = [], None
+    slots = inner_loop.total_steps(self.train_phases) + 1
     if per_step_bn_statistics:
-      slots = inner_loop.total_steps(self.train_phases) + 1
       self.bn_statistics = [
           tf.Variable(tf.stack([v.value] * slots), trainable=False, name=f"bn_statistics_{i}")
           for i, v in enumerate(model.non_trainable_variables)]
+    self.bn_weights = [tf.Variable(tf.stack([v.value] * slots), name=f"bn_weights_{i}")
+                       for i, v in enumerate(bn_affine)]
+    self._bn_affine_ids = [id(v) for v in bn_affine]
+    if per_step_bn_statistics or per_step_bn_weights:
       self.forward = self._forward_with_step_statistics
     self.meta_optimizers = {}
     for name in self.groups:
-      rate = rates[name]
+      rate = self._meta_rate(rates[name])
       if algorithm == "reptile" or meta_optimizer == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate=rate)
       elif meta_optimizer == "adam":
@@ -201,8 +230,26 @@ class MetaLearner:
 
   # ---- pieces ---------------------------------------------------------------------------
 
+  def _meta_rate(self, rate):
+    """A meta optimizer's learning rate: a float, or a schedule read at the meta step (the
+    meta-iterations done, warm-up included). A Keras schedule alone would count its own
+    optimizer's updates, which a group frozen during warm-up does not make."""
+    if callable(rate):
+      return lambda: rate(self.step)
+    return rate
+
+  def _step_weights(self, params, slot):
+    """The model's weights in `weight_variables` order: the adapted ones from `params`, and
+    the BatchNorm scales and shifts of `slot` when they are per step (BNWB)."""
+    if not self.bn_weights:
+      return params["weights"]
+    given = dict(zip(map(id, self.variables["weights"]), params["weights"]))
+    given.update((i, tf.gather(v, slot)) for i, v in zip(self._bn_affine_ids, self.bn_weights))
+    return [given[id(v)] for v in self.model.weight_variables]
+
   def _forward_with_step_statistics(self, model, params, images, step, num_steps):
-    """Default forward with the BatchNorm statistics of inner step `step` (MAML++ BNRS).
+    """Default forward with the BatchNorm statistics (BNRS) and scales and shifts (BNWB) of
+    inner step `step`, where they are per step (MAML++).
 
     While meta-training (`self._recorded` is a dict) it normalizes with batch statistics
     and records each step's updated statistics; otherwise it normalizes with batch
@@ -211,18 +258,24 @@ class MetaLearner:
     """
     last = inner_loop.total_steps(self.train_phases)
     slot = tf.minimum(tf.cast(step, tf.int32), last)
-    statistics = [tf.gather(v, slot) for v in self.bn_statistics]
+    statistics = ([tf.gather(v, slot) for v in self.bn_statistics] if self.bn_statistics
+                  else None)
     recording = self._recorded is not None
     logits, updated = model.functional_call(
-        params["weights"], images, arch=params.get("arch"),
+        self._step_weights(params, slot), images, arch=params.get("arch"),
         training=recording or self.transductive, non_trainable=statistics,
         return_non_trainable=True, regularize=not is_query(step, num_steps))
     if recording:  # the support pass of a step comes first (the MSL query pass reuses it)
       self._recorded.setdefault(step, updated)
     return logits
 
+  def _extra_meta_variables(self, name):
+    """Meta-learned but not adapted: a group's learnable inner lrs (and per-step BatchNorm
+    scales and shifts for the weights)."""
+    return self.inner_lrs.get(name, []) + (self.bn_weights if name == "weights" else [])
+
   def _meta_variables(self, name):
-    return self.variables[name] + self.inner_lrs.get(name, [])
+    return self.variables[name] + self._extra_meta_variables(name)
 
   def _initial_params(self):
     return {name: [v.value for v in variables] for name, variables in self.variables.items()}
@@ -269,17 +322,21 @@ class MetaLearner:
 
   # ---- one task -------------------------------------------------------------------------
 
-  def _maml_task(self, task, first_order, phases):
+  def multi_step_loss_now(self):
+    """Whether the next meta-iteration uses the MAML++ multi-step loss."""
+    return int(self.step.numpy()) < self.multi_step_loss_iterations
+
+  def _maml_task(self, task, first_order, phases, multi_step=False):
     """Meta-gradient of one task: d L_Q(U^k(theta)) / d theta (and d / d inner lrs)."""
     params = self._initial_params()
-    # In _meta_variables order: each group's parameters, then its learnable inner lrs.
-    sources = [t for name in self.groups for t in params[name] + self.inner_lrs.get(name, [])]
+    # In _meta_variables order: each group's parameters, then what it meta-learns besides.
+    sources = [t for name in self.groups for t in params[name] + self._extra_meta_variables(name)]
     steps = inner_loop.total_steps(self.train_phases)
     self._recorded = {} if self.bn_statistics else None
     with tf.GradientTape() as tape:
       tape.watch(sources)
       trajectory, losses = self._adapt(task, params, phases, first_order, self._lr_tensors())
-      if self.multi_step_loss_iterations:
+      if multi_step:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
         query = [self._query(task, trajectory[s + 1], s + 1, steps) for s in range(steps)]
         loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
@@ -287,6 +344,7 @@ class MetaLearner:
       else:
         loss, acc = self._query(task, trajectory[-1], steps, steps)
     grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = [tf.convert_to_tensor(g) for g in grads]  # per-step slices are gathered (sparse)
     metrics = _task_metrics(loss, acc, losses)
     if self.bn_statistics:
       recorded, self._recorded = self._recorded, None
@@ -362,7 +420,7 @@ class MetaLearner:
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
     return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
 
-  def task_update(self, task, first_order=None, warmup=False, unroll=False):
+  def task_update(self, task, first_order=None, warmup=False, unroll=False, multi_step=None):
     """The meta-update direction (meta-gradient, or adapted - meta for Reptile) and the
     metrics of one meta-training task, what a meta-iteration averages over its tasks.
     `unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
@@ -372,10 +430,12 @@ class MetaLearner:
       return self._reptile_task(task, phases, unroll)
     if first_order is None:
       first_order = self.first_order_now()
-    return self._maml_task(task, first_order, phases)
+    if multi_step is None:
+      multi_step = self.multi_step_loss_now()
+    return self._maml_task(task, first_order, phases, multi_step)
 
-  def _train_step(self, batch, first_order, warmup):
-    body = lambda task: self.task_update(task, first_order, warmup)
+  def _train_step(self, batch, first_order, warmup, multi_step):
+    body = lambda task: self.task_update(task, first_order, warmup, multi_step=multi_step)
     local = tf.nest.flatten(self.strategy.experimental_local_results(batch)[0])[0]
     num_tasks = int(local.shape[0]) * self.strategy.num_replicas_in_sync
     with self.strategy.scope():
@@ -396,14 +456,15 @@ class MetaLearner:
     """One meta-iteration on a meta-batch (dict of [tasks, ...] tensors); returns metrics.
 
     The tasks are split over the replicas of the learner's strategy (their number must
-    divide the meta-batch). The compiled function is traced once per derivative order and
-    warm-up state (at most three times in a run).
+    divide the meta-batch). The compiled function is traced once per derivative order,
+    warm-up state and multi-step-loss state (a few times in a run).
     """
     first_order = self.first_order_now() if self.algorithm != "reptile" else True
-    key = (first_order, self.in_warmup())
+    key = (first_order, self.in_warmup(), self.multi_step_loss_now())
     if key not in self._train_fns:
       self._train_fns[key] = tf.function(
-          functools.partial(self._train_step, first_order=first_order, warmup=key[1]),
+          functools.partial(self._train_step, first_order=first_order, warmup=key[1],
+                            multi_step=key[2]),
           autograph=False)
     return self._train_fns[key](distribute.split_tasks(self.strategy, batch))
 
@@ -492,6 +553,7 @@ class MetaLearner:
     for name, lrs in self.inner_lrs.items():
       items.update({f"inner_lr_{name}_{i}": v for i, v in enumerate(lrs)})
     items.update({f"bn_statistics_{i}": v for i, v in enumerate(self.bn_statistics)})
+    items.update({f"bn_weights_{i}": v for i, v in enumerate(self.bn_weights)})
     return items
 
 
