@@ -79,14 +79,16 @@ def test_threshold_rule_keeps_ops_and_combinations_above_threshold():
   assert genotype.normal == (
       (("conv_3x3", 0), ("conv_3x3", 1), ("skip_connect", 1)),
       (("conv_3x3", 0), ("skip_connect", 0), ("conv_3x3", 2), ("skip_connect", 2)))
-  # reduce: conv/skip weights swapped; only combination (0, 1) survives; 0.05 is kept
-  assert genotype.reduce[1] == (("conv_3x3", 0), ("skip_connect", 0), ("conv_3x3", 1),
-                                ("skip_connect", 1))
+  # reduce: conv/skip weights swapped; only combination (0, 1) survives; a weight of
+  # exactly 0.05 is pruned (kept: above the threshold, as the authors' code)
+  assert genotype.reduce[1] == (("conv_3x3", 0), ("skip_connect", 0), ("conv_3x3", 1))
 
 
 def test_threshold_rule_without_input_weights_keeps_every_input():
-  genotype = genotype_lib.derive_threshold(_mixture(), None, OPS, 2, threshold=0.5)
+  genotype = genotype_lib.derive_threshold(_mixture(), None, OPS, 2, threshold=0.45)
   assert genotype.normal == ((("skip_connect", 1),), (("conv_3x3", 0),))
+  at_threshold = genotype_lib.derive_threshold(_mixture(), None, OPS, 2, threshold=0.5)
+  assert at_threshold.normal == ((), (("conv_3x3", 0),))  # skip_connect's 0.5 is pruned
 
 
 def test_picture_is_written(tmp_path):

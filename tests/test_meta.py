@@ -82,8 +82,8 @@ def test_schedules_hit_their_end_values(schedule, points):
 def test_inner_loss_falls():
   learner = _learner(steps=8, lr=0.5, filters=8)
   batch = _batch(steps=8)
-  trajectory, losses = learner._adapt(_task(batch), learner._initial_params(),
-                                      learner.train_phases, first_order=True)
+  trajectory, losses, _ = learner._adapt(_task(batch), learner._initial_params(),
+                                         learner.protocol(meta_training=True), first_order=True)
   losses = [float(l) for l in losses]
   assert len(trajectory) == 9
   assert losses[-1] < 0.5 * losses[0]
@@ -95,7 +95,7 @@ def test_phases_move_only_their_groups():
             "arch": inner_loop.ParamGroup("arch", optimizers.SGD(), 0.1)}
   loss_fn = lambda p, step: p["weights"][0] ** 2 + p["arch"][0] ** 2
   phases = (inner_loop.Phase(2, ("weights", "arch")), inner_loop.Phase(3, ("weights",)))
-  trajectory, _ = inner_loop.adapt(loss_fn, params, groups, phases)
+  trajectory, _, _ = inner_loop.adapt(loss_fn, params, groups, phases)
   assert float(trajectory[-1]["weights"][0]) == pytest.approx(0.8 ** 5)
   assert float(trajectory[-1]["arch"][0]) == pytest.approx(0.8 ** 2)
 
@@ -106,8 +106,8 @@ def test_alternating_updates_see_the_other_group_moved():
             "weights": inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1)}
   loss_fn = lambda p, step: p["weights"][0] * p["arch"][0]
   phases = (inner_loop.Phase(1, ("weights", "arch")),)
-  joint, _ = inner_loop.adapt(loss_fn, params, groups, phases, joint=True)
-  alternating, _ = inner_loop.adapt(loss_fn, params, groups, phases, joint=False)
+  joint, _, _ = inner_loop.adapt(loss_fn, params, groups, phases, joint=True)
+  alternating, _, _ = inner_loop.adapt(loss_fn, params, groups, phases, joint=False)
   assert float(joint[-1]["weights"][0]) == pytest.approx(1.0 - 0.1 * 2.0)
   # arch first: a = 2 - 0.1 * 1 = 1.9; then weights see it: w = 1 - 0.1 * 1.9
   assert float(alternating[-1]["arch"][0]) == pytest.approx(1.9)
@@ -120,15 +120,15 @@ def test_alternating_updates_see_the_other_group_moved():
 def _query_loss_after_adaptation(learner, task, values):
   """L_Q(U^k(theta)) with theta = values, computed without the learner's meta-gradient."""
   params = {"weights": values}
-  trajectory, _ = learner._adapt(task, params, learner.train_phases, first_order=False)
-  steps = len(trajectory) - 1
-  return learner._query(task, trajectory[-1], steps, steps)[0]
+  protocol = learner.protocol(meta_training=True)
+  trajectory, _, _ = learner._adapt(task, params, protocol, first_order=False)
+  return learner._query(task, trajectory[-1], protocol.num_steps, protocol)[0]
 
 
 def test_maml_meta_gradient_matches_finite_differences(float64):
   learner = _learner("maml", steps=2, lr=0.3)
   task = _task(_batch())
-  grads, _ = learner._maml_task(task, first_order=False, phases=learner.train_phases)
+  grads, _ = learner.task_update(task, first_order=False)[:2]
   theta = [tf.constant(np.array(v)) for v in learner.variables["weights"]]
   assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)  # reaches every weight
   for seed in range(3):
@@ -144,7 +144,7 @@ def test_maml_meta_gradient_matches_finite_differences(float64):
 def test_first_order_maml_equals_hand_built_reference():
   learner = _learner("fomaml", steps=1, lr=0.3)
   task = _task(_batch(steps=1))
-  grads, _ = learner._maml_task(task, first_order=True, phases=learner.train_phases)
+  grads, _ = learner.task_update(task, first_order=True)[:2]
 
   net = learner.model
   w = [v.value for v in net.weight_variables]
@@ -167,8 +167,8 @@ def test_first_order_maml_equals_hand_built_reference():
 def test_maml_and_first_order_maml_differ():
   learner = _learner("maml", steps=1, lr=0.3)
   task = _task(_batch(steps=1))
-  second, _ = learner._maml_task(task, first_order=False, phases=learner.train_phases)
-  first, _ = learner._maml_task(task, first_order=True, phases=learner.train_phases)
+  second, _ = learner.task_update(task, first_order=False)[:2]
+  first, _ = learner.task_update(task, first_order=True)[:2]
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(second, first)) > 1e-6
 
 
@@ -183,10 +183,10 @@ def test_reptile_step_moves_meta_weights_by_eps_times_mean_difference():
     before = [np.array(v) for v in learner.variables["weights"]]
     adapted = []
     for i in range(3):
-      trajectory, _ = learner._adapt(_task(batch, i), learner._initial_params(),
-                                     learner.train_phases, first_order=True)
-      looped, _ = learner._adapt_loop(_task(batch, i), learner._initial_params(),
-                                      learner.train_phases)
+      protocol = learner.protocol(meta_training=True)
+      trajectory, _, _ = learner._adapt(_task(batch, i), learner._initial_params(), protocol,
+                                        first_order=True)
+      looped, _, _ = learner._adapt_loop(_task(batch, i), learner._initial_params(), protocol)
       for a, b in zip(trajectory[-1]["weights"], looped["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # unrolled == while_loop
       adapted.append([np.array(a) for a in trajectory[-1]["weights"]])
@@ -204,7 +204,7 @@ def test_maml_meta_update_applies_the_mean_meta_gradient():
                      meta_learning_rates={"weights": 0.1})
   batch = _batch(num_tasks=2, steps=1)
   before = [np.array(v) for v in learner.variables["weights"]]
-  per_task = [learner._maml_task(_task(batch, i), first_order=False, phases=learner.train_phases)[0] for i in range(2)]
+  per_task = [learner.task_update(_task(batch, i), first_order=False)[0] for i in range(2)]
   learner.train_step(batch)
   for k, v in enumerate(learner.variables["weights"]):
     mean_grad = (np.array(per_task[0][k]) + np.array(per_task[1][k])) / 2
@@ -352,8 +352,8 @@ def test_two_groups_with_learnable_inner_rates_update_in_order():
 def test_unrolled_reptile_task_equals_the_while_loop_one():
   learner = _learner("reptile", steps=3)
   task = _task(_batch(steps=3))
-  looped, looped_metrics = learner.task_update(task)
-  unrolled, unrolled_metrics = tf.function(
+  looped, looped_metrics, _ = learner.task_update(task)
+  unrolled, unrolled_metrics, _ = tf.function(
       lambda t: learner.task_update(t, unroll=True), autograph=False)(task)
   for a, b in zip(looped, unrolled):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -383,13 +383,13 @@ def test_multi_step_loss_is_used_for_its_iterations_then_the_last_step_alone():
                  meta_learning_rates={"weights": 0.0})
   plain = _learner("maml", steps=2, lr=0.3, meta_learning_rates={"weights": 0.0})
   task = _task(_batch(steps=2))
-  during, _ = msl.task_update(task, first_order=False)
-  reference, _ = plain.task_update(task, first_order=False)
+  during, _, _ = msl.task_update(task, first_order=False)
+  reference, _, _ = plain.task_update(task, first_order=False)
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(during, reference)) > 1e-5
   assert msl.multi_step_loss_now()
   msl.train_step(_batch(steps=2))  # a meta learning rate of 0: the parameters stay put
   assert not msl.multi_step_loss_now()
-  after, _ = msl.task_update(task, first_order=False)
+  after, _, _ = msl.task_update(task, first_order=False)
   for a, b in zip(after, reference):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
@@ -405,7 +405,7 @@ def test_per_step_bn_weights_are_meta_learned_per_step_and_not_adapted(float64):
   for v in learner.bn_weights:  # distinct scales and shifts per step
     v.assign(v + rng.normal(0, 0.3, v.shape))
   task = _task(_batch(steps=1))
-  grads, _ = learner.task_update(task, first_order=False)
+  grads, _, _ = learner.task_update(task, first_order=False)
   bn_grads = grads[len(learner.variables["weights"]):]
 
   def query_loss():

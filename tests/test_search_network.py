@@ -56,7 +56,7 @@ def test_tiny_network_parameter_count_by_hand():
   net.build((None, 8, 8, 1))
   stem = 3 * 3 * 1 * 2 + 2 * 2       # conv + affine BN
   preprocess = 2 * (1 * 1 * 2 * 2)  # two ReLU-1x1 conv-BN (BN not affine)
-  edges = 2 * (3 * 3 * 2 * 2)       # conv_3x3 on both edges of the single node
+  edges = 2 * (3 * 3 * 2 + 2 * 2)   # conv_3x3 (depthwise + pointwise) on both edges
   classifier = 2 * 3 + 3            # one node of 2 channels -> 3 ways
   assert _count(net.weight_variables) == stem + preprocess + edges + classifier
 

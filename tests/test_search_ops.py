@@ -31,8 +31,10 @@ def test_every_op_output_shape(name, stride, size, expected):
     ("skip_connect", 2, False, 2 * (C * C // 2)),  # factorized reduce: two 1x1 convs to C/2
     ("max_pool_3x3", 1, False, 0),
     ("avg_pool_3x3", 2, True, 2 * C),  # affine BN only
-    ("conv_3x3", 1, False, 9 * C * C),
-    ("conv_3x3", 2, True, 9 * C * C + 2 * C),
+    ("conv_3x3", 1, False, 9 * C + C * C),  # METANAS's: depthwise 3x3 + pointwise 1x1
+    ("conv_3x3", 2, True, 9 * C + C * C + 2 * C),
+    ("full_conv_3x3", 1, False, 9 * C * C),
+    ("full_conv_3x3", 2, True, 9 * C * C + 2 * C),
     ("conv_1x5_5x1", 1, False, 2 * 5 * C * C),
     ("sep_conv_3x3", 1, False, 2 * (9 * C + C * C)),  # (depthwise + pointwise) twice
     ("sep_conv_5x5", 2, False, 2 * (25 * C + C * C)),

@@ -35,12 +35,15 @@ def main(argv):
   logging.info("meta-test accuracy %.2f%% +- %.2f%% (95%% CI, %d tasks), %d parameters",
                100 * results["accuracy"], 100 * results["ci95"], results["num_tasks"],
                results["parameters"])
-  if "genotypes" in results:  # architecture search: the task-specific architectures
-    sizes, common = results["task_parameters"], results["genotypes"][0]
-    logging.info("task-specific parameters: mean %.0f, min %d, max %d; most common genotype "
-                 "(%d of %d tasks, %d parameters): %s", sizes["mean"], sizes["min"],
-                 sizes["max"], common["tasks"], results["num_tasks"], common["parameters"],
-                 genotype_lib.Genotype.from_dict(common["genotype"]).summary())
+  if "task_genotypes" in results:  # architecture search: the task-specific architectures
+    sizes = results["task_parameters"]
+    logging.info("task-specific parameters: mean %.0f, min %d, max %d", sizes["mean"],
+                 sizes["min"], sizes["max"])
+    for kind, key in (("task-specific", "task_genotypes"), ("pairwise (to scale up)", "genotypes")):
+      common = results[key][0]
+      logging.info("most common %s genotype (%d of %d tasks, %d parameters): %s", kind,
+                   common["tasks"], results["num_tasks"], common["parameters"],
+                   genotype_lib.Genotype.from_dict(common["genotype"]).summary())
   logging.info("results: %s/results.json; TensorBoard: tensorboard --logdir %s",
                _MODEL_DIR.value, _MODEL_DIR.value)
 

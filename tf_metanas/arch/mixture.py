@@ -18,12 +18,12 @@ def op_weights(alpha, tau=1.0):
 
 
 def prune(weights, threshold):
-  """METANAS pruning (Sec. 4): normalized weights below `threshold` become exactly 0; the
-  kept ones keep their value (no renormalization, so the pruned network is the soft one
-  without its negligible terms)."""
+  """METANAS pruning (Sec. 4): normalized weights at or below `threshold` become exactly 0
+  (the authors' code keeps w > threshold); the kept ones keep their value (no
+  renormalization, so the pruned network is the soft one without its negligible terms)."""
   if not threshold:
     return weights
-  return K.where(weights >= threshold, weights, K.zeros_like(weights))
+  return K.where(weights > threshold, weights, K.zeros_like(weights))
 
 
 def combination_weights(beta, num_nodes, k, tau=1.0):
@@ -49,7 +49,7 @@ def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0, threshold=
     betas: dict cell type -> combination logits [num_combinations], or None (summed inputs).
     num_nodes, k: the cell's intermediate nodes and inputs per combination.
     tau_alpha, tau_beta: softmax temperatures.
-    threshold: > 0 prunes op and combination weights below it (the task-specific
+    threshold: > 0 prunes op and combination weights at or below it (the task-specific
       architecture of METANAS; ops that are exactly 0 are then not computed when the
       weights are known at trace time).
 

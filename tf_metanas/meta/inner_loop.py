@@ -40,6 +40,33 @@ def total_steps(phases):
   return sum(p.steps for p in phases)
 
 
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """What a forward runs in: the inner-loop phases of the adaptation, whether it is
+  meta-training (False: adaptation to a new task, meta-test), and whether training-only
+  regularization (DropPath) is on during its inner steps (never on the query after)."""
+
+  phases: tuple
+  meta_training: bool = True
+  regularize: bool = True
+
+  @property
+  def num_steps(self):
+    return total_steps(self.phases)
+
+  def steps_of(self, group):
+    """The number of inner steps that update `group`."""
+    return sum(p.steps for p in self.phases if group in p.groups)
+
+
+def init_state(groups, params, state=None):
+  """The optimizer state of every group in `params`: `state` where given (carried from
+  earlier tasks), else fresh."""
+  state = state or {}
+  return {name: state[name] if name in state else groups[name].optimizer.init(params[name])
+          for name in groups if name in params}
+
+
 def _gradients(loss_fn, params, names, step, first_order):
   sources = [t for name in names for t in params[name]]
   with tf.GradientTape() as tape:
@@ -70,17 +97,18 @@ def _step(loss_fn, params, state, groups, moving, step, first_order, joint, lear
   return params, state, loss
 
 
-def adapt_loop(loss_fn, params, groups, phases, joint=True):
+def adapt_loop(loss_fn, params, groups, phases, joint=True, state=None):
   """First-order inner loop as a tf.while_loop per phase: a small graph for many steps.
 
   For adaptation that is not differentiated through (meta-testing, Reptile). `loss_fn`
-  receives the step as a scalar tensor.
+  receives the step as a scalar tensor; `state` is the optimizers' initial state per group
+  (default: fresh).
 
   Returns:
-    (final params, losses [total steps]).
+    (final params, losses [total steps], final optimizer state per group).
   """
   params = {name: list(values) for name, values in params.items()}
-  state = {name: groups[name].optimizer.init(params[name]) for name in groups if name in params}
+  state = init_state(groups, params, state)
   losses, start = [], 0
   for phase in phases:
     moving = [name for name in groups if name in phase.groups and name in params]
@@ -96,12 +124,12 @@ def adapt_loop(loss_fn, params, groups, phases, joint=True):
           (tf.constant(0), params, state, tf.TensorArray(tf.float32, size=phase.steps)))
       losses.append(phase_losses.stack())
     start += phase.steps
-  params = tf.nest.map_structure(tf.stop_gradient, params)
-  return params, tf.concat(losses, 0)
+  params, state = tf.nest.map_structure(tf.stop_gradient, (params, state))
+  return params, tf.concat(losses, 0), state
 
 
 def adapt(loss_fn, params, groups, phases, first_order=False, joint=True,
-          learning_rates=None):
+          learning_rates=None, state=None):
   """Runs the inner loop.
 
   Args:
@@ -115,13 +143,15 @@ def adapt(loss_fn, params, groups, phases, first_order=False, joint=True,
       allow); False: one pass per group in turn, each seeing the groups updated before it.
     learning_rates: optional group name -> [steps][tensors] learnable per-step, per-tensor
       learning rates (MAML++ LSLR), replacing the groups' scalar learning rates.
+    state: the optimizers' initial state per group (default: fresh).
 
   Returns:
-    (trajectory, losses): the parameters before the first and after every step (a list
-    of dicts, length total_steps + 1) and the training loss of every step.
+    (trajectory, losses, state): the parameters before the first and after every step (a
+    list of dicts, length total_steps + 1), the training loss of every step and the
+    optimizers' final state.
   """
   params = {name: list(values) for name, values in params.items()}
-  state = {name: groups[name].optimizer.init(params[name]) for name in groups if name in params}
+  state = init_state(groups, params, state)
   trajectory, losses, step = [params], [], 0
   for phase in phases:
     moving = [name for name in groups if name in phase.groups and name in params]
@@ -131,4 +161,4 @@ def adapt(loss_fn, params, groups, phases, first_order=False, joint=True,
       losses.append(loss)
       trajectory.append(params)
       step += 1
-  return trajectory, losses
+  return trajectory, losses, state

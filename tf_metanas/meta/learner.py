@@ -53,22 +53,28 @@ def _batch_norm_affine(model):
   return [w for layer in norms for w in (layer.gamma, layer.beta) if w is not None]
 
 
-def default_forward(model, params, images, step, num_steps):
+def default_forward(model, params, images, step, protocol):
   """Logits of `model` with the group tensors in `params` (weights, and arch if present).
 
-  Every forward receives the inner step (a scalar, possibly a tensor) and the number of
-  inner steps of the protocol running (meta-training or meta-test phases); the query after
-  adaptation is step == num_steps, where training-only regularization (DropPath) is off
-  while BatchNorm keeps batch statistics (transductive).
+  Every forward receives the inner step (a scalar, possibly a tensor) and the
+  `inner_loop.Protocol` running (meta-training or meta-test phases); the query after
+  adaptation is step == protocol.num_steps. Training-only regularization (DropPath) is on
+  during the inner steps of protocols that regularize, never on the query, while BatchNorm
+  keeps batch statistics (transductive).
   """
   return model.functional_call(params["weights"], images, arch=params.get("arch"),
-                               training=True, regularize=not is_query(step, num_steps))
+                               training=True, regularize=regularizes(step, protocol))
 
 
-def is_query(step, num_steps):
+def is_query(step, protocol):
   """Whether a forward at `step` is a prediction after adaptation (the query pass): the
-  step is the Python int num_steps. Inner steps, even as tensors, are not."""
-  return isinstance(step, int) and step >= num_steps
+  step is the Python int protocol.num_steps. Inner steps, even as tensors, are not."""
+  return isinstance(step, int) and step >= protocol.num_steps
+
+
+def regularizes(step, protocol):
+  """Whether training-only regularization (DropPath) is on at `step` of `protocol`."""
+  return protocol.regularize and not is_query(step, protocol)
 
 
 def cross_entropy(logits, labels):
@@ -132,8 +138,9 @@ class MetaLearner:
       with the weights (MAML / first-order MAML only).
     first_order_iterations: MAML++ derivative-order annealing: first order before this
       meta-iteration, second order after.
-    forward: (model, params, images, step, num_steps) -> logits; methods plug their
-      parametrization (e.g. temperature-annealed mixtures) in here.
+    forward: (model, params, images, step, protocol) -> logits, with protocol an
+      `inner_loop.Protocol`; methods plug their parametrization (e.g. temperature-annealed
+      mixtures) in here.
     per_step_bn_statistics: MAML++ per-step BatchNorm running statistics: one copy of the
       model's moving statistics per inner step (and one for the query after the last),
       each updated from the batch moments seen at that step during meta-training (MAML /
@@ -150,6 +157,15 @@ class MetaLearner:
       `warmup_frozen` are neither adapted in the inner loop nor meta-updated (METANAS
       App. A.2: no architecture adaptation for the first half of meta-training).
     warmup_frozen: the groups frozen during warm-up.
+    meta_test_regularization: DropPath (training-only regularization) during adaptation to
+      new tasks too (False, as the METANAS code's `use_drop_path_in_meta_testing`).
+    carry_inner_state: the inner optimizers' state (Adam moments and step count) carries
+      from task to task in meta-batch order and across meta-iterations, only the
+      parameters being reset, as the METANAS and REPTILE code (their inner optimizers are
+      made once per run); every new task (meta-validation, meta-test, `adapt`) starts from
+      the carried state without changing it. Checkpointed. Under several replicas each
+      replica carries its own state over its share of the tasks (checkpoints store their
+      mean). False: every task starts from a fresh state.
     jit_compile: compile with XLA what each replica computes for its tasks (adaptation and
       meta-gradients, or evaluation); all-reduces and updates stay in TensorFlow. Slower
       on CPU (BENCHMARKS.md); for GPUs.
@@ -161,8 +177,8 @@ class MetaLearner:
                multi_step_loss_iterations=0, learnable_inner_lr=False,
                first_order_iterations=0, forward=default_forward,
                per_step_bn_statistics=False, per_step_bn_weights=False, transductive=True,
-               warmup_iterations=0,
-               warmup_frozen=("arch",), jit_compile=False):
+               warmup_iterations=0, warmup_frozen=("arch",), meta_test_regularization=False,
+               carry_inner_state=False, jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
@@ -224,11 +240,39 @@ class MetaLearner:
         raise ValueError(f"unknown meta_optimizer {meta_optimizer!r}; use 'adam' or 'sgd'")
       optimizer.build(self._meta_variables(name))
       self.meta_optimizers[name] = optimizer
+    self.meta_test_regularization = bool(meta_test_regularization)
+    self.inner_state = self._state_variables() if carry_inner_state else {}
     self._train_fns, self._adapt_fns = {}, {}
     self.jit_compile = bool(jit_compile)
     self._eval_fn = tf.function(self._evaluate_batch, autograph=False)
 
   # ---- pieces ---------------------------------------------------------------------------
+
+  def _state_variables(self):
+    """Variables holding each group's carried inner-optimizer state (its structure as the
+    optimizer's `init` makes it), one copy per replica."""
+    params = self._initial_params()
+    return {name: tf.nest.map_structure(
+        lambda t: tf.Variable(t, trainable=False, name=f"inner_state_{name}",
+                              synchronization=tf.VariableSynchronization.ON_READ,
+                              aggregation=tf.VariableAggregation.MEAN),
+        self.groups[name].optimizer.init(params[name])) for name in self.groups}
+
+  def _carried_state(self):
+    """The carried inner-optimizer state as tensors ({} when every task starts fresh)."""
+    return tf.nest.map_structure(tf.convert_to_tensor, self.inner_state)
+
+  def _carry(self, state):
+    if self.inner_state:
+      tf.nest.map_structure(lambda v, t: v.assign(t), self.inner_state, state)
+
+  def protocol(self, phases=None, meta_training=False):
+    """The Protocol of an adaptation: meta-training's (with `phases`, default the train
+    phases) or adaptation to new tasks (default the test phases)."""
+    if phases is None:
+      phases = self.train_phases if meta_training else self.test_phases
+    return inner_loop.Protocol(tuple(phases), meta_training,
+                               meta_training or self.meta_test_regularization)
 
   def _meta_rate(self, rate):
     """A meta optimizer's learning rate: a float, or a schedule read at the meta step (the
@@ -247,7 +291,7 @@ class MetaLearner:
     given.update((i, tf.gather(v, slot)) for i, v in zip(self._bn_affine_ids, self.bn_weights))
     return [given[id(v)] for v in self.model.weight_variables]
 
-  def _forward_with_step_statistics(self, model, params, images, step, num_steps):
+  def _forward_with_step_statistics(self, model, params, images, step, protocol):
     """Default forward with the BatchNorm statistics (BNRS) and scales and shifts (BNWB) of
     inner step `step`, where they are per step (MAML++).
 
@@ -264,7 +308,7 @@ class MetaLearner:
     logits, updated = model.functional_call(
         self._step_weights(params, slot), images, arch=params.get("arch"),
         training=recording or self.transductive, non_trainable=statistics,
-        return_non_trainable=True, regularize=not is_query(step, num_steps))
+        return_non_trainable=True, regularize=regularizes(step, protocol))
     if recording:  # the support pass of a step comes first (the MSL query pass reuses it)
       self._recorded.setdefault(step, updated)
     return logits
@@ -288,25 +332,25 @@ class MetaLearner:
     return {name: [[lr[s] for lr in lrs] for s in range(steps)]
             for name, lrs in self.inner_lrs.items()}
 
-  def _support_loss(self, task, num_steps):
+  def _support_loss(self, task, protocol):
     images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
                                task["support_batches"])
 
     def loss_fn(params, step):
       index = batches[step]
-      logits = self.forward(self.model, params, tf.gather(images, index), step, num_steps)
+      logits = self.forward(self.model, params, tf.gather(images, index), step, protocol)
       return cross_entropy(logits, tf.gather(labels, index))
 
     return loss_fn
 
-  def _query(self, task, params, step, num_steps):
-    logits = self.forward(self.model, params, to_float(task["query_images"]), step, num_steps)
+  def _query(self, task, params, step, protocol):
+    logits = self.forward(self.model, params, to_float(task["query_images"]), step, protocol)
     return cross_entropy(logits, task["query_labels"]), accuracy(logits, task["query_labels"])
 
-  def _adapt(self, task, params, phases, first_order, learning_rates=None):
-    return inner_loop.adapt(self._support_loss(task, inner_loop.total_steps(phases)), params,
-                            self.groups, phases, first_order=first_order, joint=self.joint,
-                            learning_rates=learning_rates)
+  def _adapt(self, task, params, protocol, first_order, learning_rates=None, state=None):
+    return inner_loop.adapt(self._support_loss(task, protocol), params, self.groups,
+                            protocol.phases, first_order=first_order, joint=self.joint,
+                            learning_rates=learning_rates, state=state)
 
   def in_warmup(self):
     """Whether the next meta-iteration is a warm-up iteration (frozen groups stay put)."""
@@ -326,23 +370,25 @@ class MetaLearner:
     """Whether the next meta-iteration uses the MAML++ multi-step loss."""
     return int(self.step.numpy()) < self.multi_step_loss_iterations
 
-  def _maml_task(self, task, first_order, phases, multi_step=False):
+  def _maml_task(self, task, first_order, phases, multi_step=False, state=None):
     """Meta-gradient of one task: d L_Q(U^k(theta)) / d theta (and d / d inner lrs)."""
     params = self._initial_params()
     # In _meta_variables order: each group's parameters, then what it meta-learns besides.
     sources = [t for name in self.groups for t in params[name] + self._extra_meta_variables(name)]
-    steps = inner_loop.total_steps(self.train_phases)
+    protocol = self.protocol(phases, meta_training=True)
+    steps = protocol.num_steps
     self._recorded = {} if self.bn_statistics else None
     with tf.GradientTape() as tape:
       tape.watch(sources)
-      trajectory, losses = self._adapt(task, params, phases, first_order, self._lr_tensors())
+      trajectory, losses, state = self._adapt(task, params, protocol, first_order,
+                                              self._lr_tensors(), state)
       if multi_step:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
-        query = [self._query(task, trajectory[s + 1], s + 1, steps) for s in range(steps)]
+        query = [self._query(task, trajectory[s + 1], s + 1, protocol) for s in range(steps)]
         loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
         acc = query[-1][1]
       else:
-        loss, acc = self._query(task, trajectory[-1], steps, steps)
+        loss, acc = self._query(task, trajectory[-1], steps, protocol)
     grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     grads = [tf.convert_to_tensor(g) for g in grads]  # per-step slices are gathered (sparse)
     metrics = _task_metrics(loss, acc, losses)
@@ -350,26 +396,26 @@ class MetaLearner:
       recorded, self._recorded = self._recorded, None
       grads = grads + [tf.stack([recorded[s][i] for s in range(steps + 1)])
                        for i in range(len(self.bn_statistics))]
-    return grads, metrics
+    return grads, metrics, tf.nest.map_structure(tf.stop_gradient, state)
 
-  def _adapt_loop(self, task, params, phases):
+  def _adapt_loop(self, task, params, protocol, state=None):
     """First-order adaptation in a tf.while_loop (meta-testing, Reptile)."""
-    return inner_loop.adapt_loop(self._support_loss(task, inner_loop.total_steps(phases)),
-                                 params, self.groups, phases, joint=self.joint)
+    return inner_loop.adapt_loop(self._support_loss(task, protocol), params, self.groups,
+                                 protocol.phases, joint=self.joint, state=state)
 
-  def _reptile_task(self, task, phases, unroll=False):
+  def _reptile_task(self, task, phases, unroll=False, state=None):
     """Reptile direction of one task: U^k(theta) - theta."""
     params = self._initial_params()
+    protocol = self.protocol(phases, meta_training=True)
     if unroll:
-      trajectory, losses = self._adapt(task, params, phases, first_order=True)
-      final = tf.nest.map_structure(tf.stop_gradient, trajectory[-1])
+      trajectory, losses, state = self._adapt(task, params, protocol, True, state=state)
+      final, state = tf.nest.map_structure(tf.stop_gradient, (trajectory[-1], state))
     else:
-      final, losses = self._adapt_loop(task, params, phases)
+      final, losses, state = self._adapt_loop(task, params, protocol, state)
     diffs = [a - p for name in self.groups for a, p in zip(final[name], params[name])]
-    steps = inner_loop.total_steps(phases)
-    loss, acc = self._query(task, final, steps, steps)
+    loss, acc = self._query(task, final, protocol.num_steps, protocol)
     metrics = _task_metrics(loss, acc, losses)
-    return diffs, metrics
+    return diffs, metrics, state
 
   # ---- one meta-iteration ---------------------------------------------------------------
 
@@ -380,17 +426,21 @@ class MetaLearner:
       directions = directions[:sum(len(self.variables[n]) for n in self.groups)]
     return directions, {k: tf.constant(0.0) for k in METRICS}
 
-  def _sum_over_tasks(self, body, batch):
-    """Sum of body(task) over the tasks of a replica's batch, in a tf.while_loop."""
+  def _sum_over_tasks(self, body, batch, state):
+    """Sum of the (directions, metrics) of body(task, state) over the tasks of a replica's
+    batch, in a tf.while_loop that passes the inner-optimizer state from task to task (in
+    meta-batch order); returns the sum and the last task's state."""
     num_tasks = batch["support_images"].shape[0]
-    zeros = self._zero_accumulator()
 
-    def step(i, total):
+    def step(i, total, state):
       task = tf.nest.map_structure(lambda t: t[i], batch)
-      return i + 1, tf.nest.map_structure(tf.add, total, body(task))
+      directions, metrics, final = body(task, state or None)
+      total = tf.nest.map_structure(tf.add, total, (directions, metrics))
+      return i + 1, total, final if state else state  # {}: every task starts fresh
 
-    _, total = tf.while_loop(lambda i, _: i < num_tasks, step, (tf.constant(0), zeros))
-    return total
+    _, total, state = tf.while_loop(lambda i, *_: i < num_tasks, step,
+                                    (tf.constant(0), self._zero_accumulator(), state))
+    return total, state
 
   def _compiled(self, fn):
     """`fn` compiled with XLA if `jit_compile`: what one replica computes on its device (the
@@ -405,7 +455,10 @@ class MetaLearner:
     meta-gradients (Reptile: adapted - meta), divided by the meta-batch's `num_tasks`, goes
     to the meta optimizers, which all-reduce (sum) it over the replicas and so apply the
     mean over all tasks. Returns the same shares of the metrics and BatchNorm statistics."""
-    directions, metrics = self._compiled(lambda b: self._sum_over_tasks(body, b))(batch)
+    carried = self._carried_state()
+    (directions, metrics), state = self._compiled(
+        lambda b, s: self._sum_over_tasks(body, b, s))(batch, carried)
+    self._carry(state)
     shares = [d / num_tasks for d in directions]
     start = 0
     for name in self.groups:
@@ -420,22 +473,25 @@ class MetaLearner:
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
     return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
 
-  def task_update(self, task, first_order=None, warmup=False, unroll=False, multi_step=None):
-    """The meta-update direction (meta-gradient, or adapted - meta for Reptile) and the
-    metrics of one meta-training task, what a meta-iteration averages over its tasks.
-    `unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
-    operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
+  def task_update(self, task, first_order=None, warmup=False, unroll=False, multi_step=None,
+                  state=None):
+    """The meta-update direction (meta-gradient, or adapted - meta for Reptile), the
+    metrics and the inner optimizers' final state of one meta-training task, which starts
+    from `state` (default: fresh). A meta-iteration averages directions and metrics over
+    its tasks. `unroll=True` builds every inner step without tf.while_loop: a loop-free
+    graph whose operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
     phases = self._phases(warmup)
     if self.algorithm == "reptile":
-      return self._reptile_task(task, phases, unroll)
+      return self._reptile_task(task, phases, unroll, state)
     if first_order is None:
       first_order = self.first_order_now()
     if multi_step is None:
       multi_step = self.multi_step_loss_now()
-    return self._maml_task(task, first_order, phases, multi_step)
+    return self._maml_task(task, first_order, phases, multi_step, state)
 
   def _train_step(self, batch, first_order, warmup, multi_step):
-    body = lambda task: self.task_update(task, first_order, warmup, multi_step=multi_step)
+    body = lambda task, state: self.task_update(task, first_order, warmup,
+                                                multi_step=multi_step, state=state)
     local = tf.nest.flatten(self.strategy.experimental_local_results(batch)[0])[0]
     num_tasks = int(local.shape[0]) * self.strategy.num_replicas_in_sync
     with self.strategy.scope():
@@ -470,25 +526,25 @@ class MetaLearner:
 
   # ---- adaptation to new tasks ----------------------------------------------------------
 
-  def final_logits(self, params, images, num_steps):
-    """Logits of a model adapted for `num_steps` steps (its parameters `params`) on new
-    float images: the prediction after adaptation."""
-    return self.forward(self.model, params, images, num_steps, num_steps)
+  def final_logits(self, params, images, protocol=None):
+    """Logits of a model adapted with `protocol` (default: the test phases) to parameters
+    `params`, on new float images: the prediction after adaptation."""
+    protocol = protocol or self.protocol()
+    return self.forward(self.model, params, images, protocol.num_steps, protocol)
 
-  def _evaluate_task(self, task, params, num_steps):
+  def _evaluate_task(self, task, params, protocol):
     """Per-task evaluation outputs after adaptation: query loss and accuracy (methods add
     their own, e.g. the adapted architecture)."""
-    logits = self.final_logits(params, to_float(task["query_images"]), num_steps)
+    logits = self.final_logits(params, to_float(task["query_images"]), protocol)
     return {"loss": cross_entropy(logits, task["query_labels"]),
             "accuracy": accuracy(logits, task["query_labels"])}
 
   def _evaluate_replica(self, batch):
-    params = self._initial_params()
-    steps = inner_loop.total_steps(self.test_phases)
+    params, state, protocol = self._initial_params(), self._carried_state(), self.protocol()
 
     def one(task):
-      final, _ = self._adapt_loop(task, params, self.test_phases)
-      return self._evaluate_task(task, final, steps)
+      final, _, _ = self._adapt_loop(task, params, protocol, state)
+      return self._evaluate_task(task, final, protocol)
 
     return tf.map_fn(one, batch, fn_output_signature=self._evaluate_signature())
 
@@ -535,11 +591,13 @@ class MetaLearner:
             "support_batches": tf.constant(episodes_lib.support_batches(
                 np.random.default_rng(seed), size, inner_batch_size or size,
                 inner_loop.total_steps(phases)))}
-    if phases not in self._adapt_fns:  # one compiled adaptation per protocol
-      self._adapt_fns[phases] = tf.function(
-          lambda t: self._adapt_loop(t, self._initial_params(), phases), autograph=False)
-    final, losses = self._adapt_fns[phases](task)
-    return AdaptedModel(self, final, losses.numpy().tolist())
+    protocol = self.protocol(phases)
+    if protocol not in self._adapt_fns:  # one compiled adaptation per protocol
+      self._adapt_fns[protocol] = tf.function(
+          lambda t: self._adapt_loop(t, self._initial_params(), protocol,
+                                     self._carried_state())[:2], autograph=False)
+    final, losses = self._adapt_fns[protocol](task)
+    return AdaptedModel(self, final, losses.numpy().tolist(), protocol)
 
   def episode_spec(self, spec, training=True):
     """`spec` with as many inner mini-batches as the train (or test) phases take steps."""
@@ -554,20 +612,23 @@ class MetaLearner:
       items.update({f"inner_lr_{name}_{i}": v for i, v in enumerate(lrs)})
     items.update({f"bn_statistics_{i}": v for i, v in enumerate(self.bn_statistics)})
     items.update({f"bn_weights_{i}": v for i, v in enumerate(self.bn_weights)})
+    for name, state in self.inner_state.items():
+      items.update({f"inner_state_{name}_{i}": v for i, v in enumerate(tf.nest.flatten(state))})
     return items
 
 
 class AdaptedModel:
   """A meta-learned model adapted to one task: parameters held as tensors."""
 
-  def __init__(self, learner, params, support_losses):
+  def __init__(self, learner, params, support_losses, protocol):
     self.learner, self.params, self.support_losses = learner, params, support_losses
+    self.protocol = protocol
 
   def predict(self, images):
     """Logits for `images` (uint8 or float in [0, 255]); batch statistics in BatchNorm, as
     during adaptation (transductive, as MAML and REPTILE evaluate)."""
-    steps = inner_loop.total_steps(self.learner.test_phases)
-    return self.learner.final_logits(self.params, to_float(tf.convert_to_tensor(images)), steps)
+    return self.learner.final_logits(self.params, to_float(tf.convert_to_tensor(images)),
+                                     self.protocol)
 
   def accuracy(self, images, labels):
     return float(accuracy(self.predict(images), tf.convert_to_tensor(labels, tf.int32)))

@@ -9,9 +9,22 @@ from `MetaLearner`. During warm-up the architecture is neither adapted nor meta-
 
 Soft pruning (Sec. 4): the op weights softmax(alpha / tau_alpha) (Eq. 5) and the
 input-combination weights softmax(beta / tau_beta) (Eq. 7) are normalized with
-temperatures annealed over each task's inner steps; after task training, ops and input
-combinations whose normalized weight is below a threshold are pruned, giving the
-task-specific architecture, which is evaluated without retraining (Alg. 3).
+temperatures annealed over each task's architecture-adaptation steps; after task training,
+ops and input combinations whose normalized weight is at or below a threshold are pruned,
+giving the task-specific architecture, which is evaluated without retraining (Alg. 3).
+
+Where the paper is silent we follow the authors' code (boschresearch/metanas):
+  - temperatures fall linearly over the steps that adapt the architecture and hold their
+    end value for the weights-only steps and the prediction; during warm-up they stay at
+    their start value (`Darts.step`, `SoftMax`);
+  - ops and input combinations whose weight is at or below a threshold are skipped in
+    every forward, during meta-training (`alpha_prune_threshold` 0.01) and at meta-test
+    (0.05 in their meta-testing scripts; the paper gives "e.g. >= 0.01");
+  - every `meta_prune_every` meta-iterations, the meta-architecture's op logits whose
+    weight at the end temperature is below `meta_prune_threshold` are set to -1e9 for good
+    (`prune_alphas`, after every evaluation, i.e. every 2,500 meta-iterations);
+  - the genotype scaled up in Sec. 5.2 is the pairwise one (`parse_pairwise`: the strongest
+    input pair per node, the strongest op on each of its two edges).
 """
 
 import collections
@@ -29,35 +42,49 @@ from tf_metanas.search import network as network_lib
 from tf_metanas.train import arch_summaries
 
 NORMALIZERS = ("softmax", "gumbel")
+PRUNED_LOGIT = -1e9  # the authors' -10e8: exp(PRUNED_LOGIT / tau) is exactly 0
 KINDS = ("linear", "exponential")
 
 
 @gin.configurable(module="tf_metanas.methods")
 @dataclasses.dataclass(frozen=True)
 class Temperature:
-  """A softmax temperature annealed over the inner steps s = 0..T-1 of each task:
+  """A softmax temperature annealed over the A architecture-adaptation steps s = 0..A-1 of
+  each task (the authors' `SoftMax` with `linear` annealing):
 
-    linear:       tau_s = start + (end - start) * s / (T - 1)
-    exponential:  tau_s = start * (end / start) ** (s / (T - 1))
+    linear:       tau_s = start + (end - start) * min(s / (A - 1), 1)
+    exponential:  tau_s = start * (end / start) ** min(s / (A - 1), 1)
 
-  so the last inner step (and the prediction after it) uses `end`.
+  so the last architecture step, every weights-only step after it and the prediction use
+  `end`; with no architecture steps (warm-up) it stays at `start`. `test_end` (default
+  `end`) is the end value when adapting to new tasks (meta-test): the authors' Omniglot
+  scripts meta-train to 0.05 and meta-test to 0.1.
   """
 
   start: float = 1.0
   end: float = 1.0
   kind: str = "linear"
+  test_end: float | None = None
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"unknown temperature schedule {self.kind!r}; use one of {KINDS}")
-    if self.start <= 0 or self.end <= 0:
-      raise ValueError(f"temperatures must be positive, got start {self.start}, end {self.end}")
+    if min(self.start, self.end, self.final(False)) <= 0:
+      raise ValueError(f"temperatures must be positive, got start {self.start}, end "
+                       f"{self.end}, test_end {self.test_end}")
 
-  def __call__(self, step, num_steps):
-    frac = tf.minimum(tf.cast(step, tf.float32) / max(num_steps - 1, 1), 1.0)
+  def final(self, meta_training=True):
+    """The end value of meta-training, or of adaptation to new tasks."""
+    return self.end if meta_training or self.test_end is None else self.test_end
+
+  def __call__(self, step, arch_steps, meta_training=True):
+    if not arch_steps:
+      return tf.constant(self.start)
+    end = self.final(meta_training)
+    frac = tf.minimum(tf.cast(step, tf.float32) / max(arch_steps - 1, 1), 1.0)
     if self.kind == "linear":
-      return self.start + (self.end - self.start) * frac
-    return self.start * (self.end / self.start) ** frac
+      return self.start + (end - self.start) * frac
+    return self.start * (end / self.start) ** frac
 
 
 def gumbel_noise(shape):
@@ -76,20 +103,33 @@ class Metanas(learner_lib.MetaLearner):
     tau_beta: Temperature of the input-combination weights (Eq. 7).
     normalizer: "softmax", or "gumbel": softmax((a + g) / tau) with fresh Gumbel noise g
       at every inner step (never on predictions after adaptation or for pruning).
-    threshold: normalized weights below it are pruned after task training.
+    threshold: adapting to a new task, op and combination weights at or below it are
+      skipped in every forward; what survives after the last step is the task-specific
+      architecture (its genotype and parameter count).
+    train_threshold: the same skipping during meta-training (0: off).
+    meta_prune_threshold: op logits of the meta-architecture whose weight at the end
+      temperature is below it are set to -1e9 (removed for good) every `meta_prune_every`
+      meta-iterations (0: never).
+    meta_prune_every: meta-iterations between those prunings.
     report_tasks: adapted tasks whose architecture heatmaps and cells go to TensorBoard.
     **kwargs: MetaLearner arguments (algorithm, inner_groups "weights" and "arch",
       train/test phases, meta learning rates, joint, warmup_iterations, ...).
   """
 
   def __init__(self, model, tau_alpha=Temperature(), tau_beta=Temperature(),
-               normalizer="softmax", threshold=0.01, report_tasks=3, **kwargs):
+               normalizer="softmax", threshold=0.01, train_threshold=0.0,
+               meta_prune_threshold=0.0, meta_prune_every=0, report_tasks=3, **kwargs):
     if not isinstance(model, network_lib.SearchNetwork):
       raise ValueError(f"METANAS searches a SearchNetwork, got {type(model).__name__}")
     if normalizer not in NORMALIZERS:
       raise ValueError(f"unknown normalizer {normalizer!r}; use one of {NORMALIZERS}")
+    if meta_prune_threshold and meta_prune_every <= 0:
+      raise ValueError(f"Metanas.meta_prune_threshold = {meta_prune_threshold} needs "
+                       f"Metanas.meta_prune_every > 0, got {meta_prune_every}")
     self.tau_alpha, self.tau_beta = tau_alpha, tau_beta
     self.normalizer, self.threshold = normalizer, float(threshold)
+    self.train_threshold = float(train_threshold)
+    self.meta_prune_threshold, self.meta_prune_every = float(meta_prune_threshold), int(meta_prune_every)
     self.report_tasks = int(report_tasks)
     super().__init__(model, forward=self._forward, **kwargs)
 
@@ -100,38 +140,61 @@ class Metanas(learner_lib.MetaLearner):
       return list(params["arch"])
     return [v.value for v in self.model.arch_variables]
 
-  def mixture(self, arch, step, num_steps, threshold=0.0):
-    """Mixture weights of `arch` at inner step `step` of `num_steps` (Eq. 5, 7)."""
-    dtype = arch[0].dtype
-    return self.model.mixture(arch, tf.cast(self.tau_alpha(step, num_steps), dtype),
-                              tf.cast(self.tau_beta(step, num_steps), dtype), threshold)
+  def mixture(self, arch, step, protocol):
+    """Mixture weights of `arch` at inner step `step` of `protocol` (Eq. 5, 7), with the
+    weights at or below the protocol's threshold skipped."""
+    dtype, meta_training = arch[0].dtype, protocol.meta_training
+    arch_steps = protocol.steps_of("arch")
+    return self.model.mixture(
+        arch, tf.cast(self.tau_alpha(step, arch_steps, meta_training), dtype),
+        tf.cast(self.tau_beta(step, arch_steps, meta_training), dtype),
+        self.train_threshold if meta_training else self.threshold)
 
-  def _forward(self, model, params, images, step, num_steps):
-    query = learner_lib.is_query(step, num_steps)
+  def _forward(self, model, params, images, step, protocol):
     arch = self._arch(params)
-    if self.normalizer == "gumbel" and not query:
+    if self.normalizer == "gumbel" and not learner_lib.is_query(step, protocol):
       arch = [a + gumbel_noise(tf.shape(a)) for a in arch]
     return model.functional_call(params["weights"], images, training=True,
-                                 regularize=not query,
-                                 mixture=self.mixture(arch, step, num_steps))
-
-  def final_logits(self, params, images, num_steps):
-    """Predictions of the task-specific (pruned) architecture with the adapted weights."""
-    mixture = self.mixture(self._arch(params), num_steps, num_steps, self.threshold)
-    return self.model.functional_call(params["weights"], images, training=True,
-                                      regularize=False, mixture=mixture)
+                                 regularize=learner_lib.regularizes(step, protocol),
+                                 mixture=self.mixture(arch, step, protocol))
 
   def genotype_of(self, arch):
-    """The task-specific genotype of architecture tensors `arch` after task training:
-    the METANAS threshold rule at the end temperatures."""
+    """The task-specific genotype of architecture tensors `arch` after adaptation to a new
+    task: the METANAS threshold rule at the end temperatures of meta-test."""
     return self.model.genotype("threshold", arch=[tf.convert_to_tensor(a) for a in arch],
-                               threshold=self.threshold, tau_alpha=self.tau_alpha.end,
-                               tau_beta=self.tau_beta.end)
+                               threshold=self.threshold,
+                               tau_alpha=self.tau_alpha.final(False),
+                               tau_beta=self.tau_beta.final(False))
+
+  def pairwise_genotype_of(self, arch):
+    """The genotype scaled up in Sec. 5.2: two ops per node by the authors' pairwise rule."""
+    return self.model.genotype("pairwise", arch=[tf.convert_to_tensor(a) for a in arch])
+
+  # ---- meta-training ----------------------------------------------------------------------
+
+  def train_step(self, batch):
+    """One meta-iteration; every `meta_prune_every` of them, meta-architecture pruning."""
+    metrics = super().train_step(batch)
+    if self.meta_prune_threshold and int(self.step.numpy()) % self.meta_prune_every == 0:
+      self.prune_meta_architecture()
+    return metrics
+
+  def prune_meta_architecture(self):
+    """Sets the op logits whose weight softmax(alpha / tau_end) is below
+    `meta_prune_threshold` to -1e9: those ops are gone from the meta-architecture for good
+    (the input-combination logits are kept, as the authors' `prune_alphas`). Returns the
+    number of op entries removed so far."""
+    removed = 0
+    for alpha in (self.model.alpha_normal, self.model.alpha_reduce):
+      weights = tf.nn.softmax(alpha / self.tau_alpha.end, axis=-1)
+      alpha.assign(tf.where(weights < self.meta_prune_threshold, PRUNED_LOGIT, alpha))
+      removed += int(tf.reduce_sum(tf.cast(alpha <= PRUNED_LOGIT, tf.int32)))
+    return removed
 
   # ---- evaluation -----------------------------------------------------------------------
 
-  def _evaluate_task(self, task, params, num_steps):
-    outputs = super()._evaluate_task(task, params, num_steps)
+  def _evaluate_task(self, task, params, protocol):
+    outputs = super()._evaluate_task(task, params, protocol)
     outputs["arch"] = self._arch(params)
     return outputs
 
@@ -147,43 +210,54 @@ class Metanas(learner_lib.MetaLearner):
       archs: architecture arrays in `arch_variables` order, each [tasks, ...].
 
     Returns:
-      (genotypes, parameter counts, [(genotype, tasks, parameters)] most common first).
+      (task-specific genotypes, their parameter counts, [(genotype, tasks, parameters)] of
+      the task-specific genotypes most common first, the same of the pairwise genotypes).
     """
-    genotypes = [self.genotype_of([a[i] for a in archs]) for i in range(len(archs[0]))]
+    tasks = [[a[i] for a in archs] for i in range(len(archs[0]))]
+    genotypes = [self.genotype_of(arch) for arch in tasks]
     counts = [self.model.count_params_of(g) for g in genotypes]
-    size = dict(zip(genotypes, counts))
-    common = collections.Counter(genotypes).most_common()
-    return genotypes, counts, [(g, n, size[g]) for g, n in common]
+    return (genotypes, counts, self._most_common(genotypes),
+            self._most_common([self.pairwise_genotype_of(arch) for arch in tasks]))
+
+  def _most_common(self, genotypes):
+    return [(g, n, self.model.count_params_of(g))
+            for g, n in collections.Counter(genotypes).most_common()]
 
   def summarize(self, outputs, step):
     """TensorBoard architecture views of an evaluation; returns the METANAS results: the
-    distribution of task-specific parameter counts (paper Fig. 5) and the most common
-    task-specific genotypes."""
-    genotypes, counts, common = self.task_report(outputs["arch"])
+    distribution of task-specific parameter counts (paper Fig. 5), the most common
+    task-specific genotypes and the most common pairwise genotypes (what Sec. 5.2 scales
+    up; `parameters` counts them in the supernet)."""
+    genotypes, counts, common, pairwise = self.task_report(outputs["arch"])
     meta_arch = [v.value for v in self.model.arch_variables]
     meta_genotype = self.genotype_of(meta_arch)
-    taus = (self.tau_alpha.end, self.tau_beta.end)
-    arch_summaries.write_architecture("meta", self.model, meta_arch, *taus, step)
+    test_taus = (self.tau_alpha.final(False), self.tau_beta.final(False))
+    arch_summaries.write_architecture("meta", self.model, meta_arch, *test_taus, step)
     arch_summaries.write_genotype("meta/genotype", meta_genotype, step)
     for i in range(min(self.report_tasks, len(genotypes))):
       arch_summaries.write_architecture(f"task_{i}", self.model,
-                                        [a[i] for a in outputs["arch"]], *taus, step)
+                                        [a[i] for a in outputs["arch"]], *test_taus, step)
       arch_summaries.write_genotype(f"task_{i}/genotype", genotypes[i], step)
     arch_summaries.write_genotype("most_common/genotype", common[0][0], step)
+    arch_summaries.write_genotype("most_common_pairwise/genotype", pairwise[0][0], step)
     arch_summaries.write_genotype_table("genotypes", common[:5], len(genotypes), step)
+    arch_summaries.write_genotype_table("pairwise_genotypes", pairwise[:5], len(genotypes), step)
     tf.summary.histogram("Architecture/task_parameters", counts, step=step)
     tf.summary.scalar("Architecture/task_parameters_mean", float(np.mean(counts)), step=step)
     tf.summary.scalar("Architecture/distinct_genotypes", len(common), step=step)
-    tf.summary.scalar("Architecture/tau_alpha_end", self.tau_alpha.end, step=step)
-    tf.summary.scalar("Architecture/tau_beta_end", self.tau_beta.end, step=step)
+    tf.summary.scalar("Architecture/tau_alpha_end", test_taus[0], step=step)
+    tf.summary.scalar("Architecture/tau_beta_end", test_taus[1], step=step)
+    as_dicts = lambda rows: [{"tasks": n, "parameters": p, "genotype": g.to_dict()}
+                             for g, n, p in rows[:5]]
     return {
         "task_parameters": {"mean": float(np.mean(counts)), "std": float(np.std(counts)),
                             "min": int(np.min(counts)), "median": float(np.median(counts)),
                             "max": int(np.max(counts))},
         "task_parameter_counts": [int(c) for c in counts],
-        "genotypes": [{"tasks": n, "parameters": p, "genotype": g.to_dict()}
-                      for g, n, p in common[:5]],
+        "task_genotypes": as_dicts(common),
+        "genotypes": as_dicts(pairwise),
         "meta_genotype": meta_genotype.to_dict(),
+        "meta_pairwise_genotype": self.pairwise_genotype_of(meta_arch).to_dict(),
     }
 
   def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):
@@ -197,8 +271,9 @@ class Metanas(learner_lib.MetaLearner):
 
 
 def most_common_genotype(path):
-  """The genotype stored at `path`: a METANAS results.json (its most common task-specific
-  genotype) or a genotype JSON file (`Genotype.to_json`)."""
+  """The genotype stored at `path`: a METANAS results.json (its most common pairwise
+  genotype, two ops per node, what Sec. 5.2 scales up) or a genotype JSON file
+  (`Genotype.to_json`)."""
   data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
   if "genotypes" in data:
     data = data["genotypes"][0]["genotype"]
@@ -208,7 +283,7 @@ def most_common_genotype(path):
 @gin.configurable(module="tf_metanas.methods")
 def scaled_network(num_classes, genotype_file, channels=96, num_cells=5,
                    reduction_cells=(1, 3), drop_path_rate=0.2):
-  """METANAS Sec. 5.2: the most common task-specific genotype of a METANAS run, scaled up
+  """METANAS Sec. 5.2: the most common pairwise genotype of a METANAS run, scaled up
   (5 cells with reductions at the second and fourth, C = 96, DropPath 0.2) for retraining
   with Reptile."""
   return network_lib.FixedNetwork(most_common_genotype(genotype_file), num_classes,

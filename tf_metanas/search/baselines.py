@@ -8,16 +8,17 @@ from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import network as network_lib
 
-# The Auto-Meta cell (Kim et al. 2018, Fig. 1) as the METANAS authors encode it for their
-# comparison (Elsken et al. 2020, Table 1): five blocks of PNAS ops, each adding two inputs,
-# used for both cell types. In the figure the cell output also concatenates the cell
-# inputs; here, as in that comparison, it concatenates the five blocks.
+# The Auto-Meta cell (Kim et al. 2018, Fig. 1): five blocks of PNAS ops (its "3x3 conv" is
+# a full convolution, `full_conv_3x3`; "5x5 factorized conv" is `conv_1x5_5x1`), each adding
+# two inputs, used for both cell types. In the figure the cell output also concatenates the
+# cell inputs; here, as in the METANAS authors' comparison (Elsken et al. 2020, Table 1), it
+# concatenates the five blocks.
 _AUTOMETA_CELL = (
-    (("conv_3x3", 1), ("max_pool_3x3", 1)),
+    (("full_conv_3x3", 1), ("max_pool_3x3", 1)),
     (("conv_1x5_5x1", 2), ("max_pool_3x3", 2)),
-    (("conv_3x3", 2), ("conv_1x5_5x1", 3)),
-    (("conv_3x3", 3), ("conv_3x3", 3)),
-    (("conv_1x5_5x1", 3), ("conv_3x3", 2)),
+    (("full_conv_3x3", 2), ("conv_1x5_5x1", 3)),
+    (("full_conv_3x3", 3), ("full_conv_3x3", 3)),
+    (("conv_1x5_5x1", 3), ("full_conv_3x3", 2)),
 )
 AUTOMETA_GENOTYPE = genotype_lib.Genotype(normal=_AUTOMETA_CELL, reduce=_AUTOMETA_CELL)
 

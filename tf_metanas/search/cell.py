@@ -17,6 +17,7 @@ class _Cell(layers.Layer):
   The input from two cells back is reduced with a FactorizedReduce when the previous cell
   was a reduction cell; both inputs are mapped to `channels` with ReLU-1x1 conv-BN. The
   output concatenates the intermediate nodes: [B, H', W', num_nodes * channels].
+  DropPath (`drop_path_rate`) applies to op outputs, never to identities.
   """
 
   def __init__(self, channels, num_nodes, reduction, reduction_prev, affine=False,
@@ -28,7 +29,6 @@ class _Cell(layers.Layer):
     self.preprocess0 = (ops_lib.FactorizedReduce(channels, 2, affine) if reduction_prev
                         else ops_lib.ReLUConvBN(channels, 1, affine, kernel=1))
     self.preprocess1 = ops_lib.ReLUConvBN(channels, 1, affine, kernel=1)
-    self.drop_path = drop_path_lib.DropPath(drop_path_rate)
 
   def stride(self, input_index):
     return 2 if self.reduction and input_index < 2 else 1
@@ -40,9 +40,6 @@ class _Cell(layers.Layer):
 
   def _states(self, s0, s1, training):
     return [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-
-  def _drop(self, x, training, drop_path):
-    return self.drop_path(x, training=training if drop_path is None else drop_path)
 
   def _zeros(self, states):
     stride = 2 if self.reduction else 1
@@ -66,7 +63,8 @@ class SearchCell(_Cell):
   Node j = sum_i e_ij * MixedOp_ij(x_i) where e_ij is the edge weight: 1 for summed inputs
   (DARTS), or the METANAS Eq. 7 input-combination weights folded onto edges (the sum of
   the weights of node j's combinations that contain input i). Each edge's MixedOp is thus
-  computed once however many combinations use it.
+  computed once however many combinations use it. DropPath acts inside each MixedOp, on
+  every non-identity op with its own mask (the METANAS code), not on whole edges.
 
   Call arguments:
     s0, s1: outputs of the cells two back and one back.
@@ -81,7 +79,8 @@ class SearchCell(_Cell):
     super().__init__(channels, num_nodes, reduction, reduction_prev, affine, drop_path_rate,
                      **kwargs)
     self.op_names = tuple(op_names)
-    self.edges = [mixed_op_lib.MixedOp(channels, op_names, self.stride(i), affine)
+    self.edges = [mixed_op_lib.MixedOp(channels, op_names, self.stride(i), affine,
+                                       drop_path_rate)
                   for j in range(num_nodes) for i in range(topology.num_inputs(j))]
 
   def build(self, s0_shape, s1_shape=None):
@@ -98,9 +97,9 @@ class SearchCell(_Cell):
     for edges in topology.node_edges(self.num_nodes):
       node = None
       for e, i in edges:
-        out = self.edges[e](states[i], op_weights[e], training=training, cache=caches[i])
+        out = self.edges[e](states[i], op_weights[e], training=training, drop_path=drop_path,
+                            cache=caches[i])
         if out is not None:
-          out = self._drop(out, training, drop_path)
           node = out if node is None else node + out
       states.append(self._zeros(states) if node is None else node)
     return K.concatenate(states[2:], axis=-1)
@@ -126,6 +125,7 @@ class FixedCell(_Cell):
     super().__init__(channels, len(nodes), reduction, reduction_prev, affine, drop_path_rate,
                      **kwargs)
     self.nodes = nodes
+    self.drop_path = drop_path_lib.DropPath(drop_path_rate)
     self.node_ops = [[ops_lib.make_op(op, channels, self.stride(i), affine) for op, i in node]
                      for node in nodes]
 
@@ -143,7 +143,7 @@ class FixedCell(_Cell):
       for (_, i), op in zip(node, node_ops):
         out = op(states[i], training=training)
         if not isinstance(op, ops_lib.Identity):
-          out = self._drop(out, training, drop_path)
+          out = self.drop_path(out, training=training if drop_path is None else drop_path)
         total = out if total is None else total + out
       states.append(self._zeros(states) if total is None else total)
     return K.concatenate(states[2:], axis=-1)

@@ -123,20 +123,21 @@ def _threshold_cell(op_weights, combination_weights, op_names, num_nodes, k, thr
     else:
       start, stop = topology.combination_segments(num_nodes, k)[j]
       kept_inputs = {i for combo, w in zip(combos, combination_weights[start:stop])
-                     if w >= threshold for i in combo}
+                     if w > threshold for i in combo}
     pairs = []
     for e, i in edges:
       if i in kept_inputs:
         pairs.extend((op_names[o], i) for o in range(len(op_names))
-                     if op_weights[e, o] >= threshold and op_names[o] != "none")
+                     if op_weights[e, o] > threshold and op_names[o] != "none")
     nodes.append(tuple(pairs))
   return tuple(nodes)
 
 
 def derive_threshold(mixture, combination_weights, op_names, num_nodes, k=2, threshold=0.01):
   """The METANAS pruning rule (Sec. 4): keep every input combination whose normalized weight
-  is >= threshold and, on the inputs those combinations use, every op whose normalized
-  weight is >= threshold; prune the rest. Several ops per edge may survive.
+  is above the threshold and, on the inputs those combinations use, every op whose
+  normalized weight is above it; prune the rest (weights at the threshold are pruned, as
+  the authors' code). Several ops per edge may survive.
 
   Args:
     mixture: dict "<cell>_ops" [num_edges, num_ops] (normalized, Eq. 5).
@@ -150,3 +151,29 @@ def derive_threshold(mixture, combination_weights, op_names, num_nodes, k=2, thr
           None if combination_weights is None else np.asarray(combination_weights[cell]),
           tuple(op_names), num_nodes, k, threshold)
       for cell in ("normal", "reduce")})
+
+
+def _pairwise_cell(alpha, beta, op_names, num_nodes):
+  nodes = []
+  allowed = np.array([name != "none" for name in op_names])
+  for j, (start, stop) in enumerate(topology.combination_segments(num_nodes, 2)):
+    pair = topology.input_combinations(num_nodes, 2)[j][int(np.argmax(beta[start:stop]))]
+    nodes.append(tuple(
+        (op_names[int(np.argmax(np.where(allowed, alpha[topology.edge_index(j, i)], -np.inf)))], i)
+        for i in pair))
+  return tuple(nodes)
+
+
+def derive_pairwise(alphas, betas, op_names, num_nodes):
+  """The METANAS authors' pairwise rule (`parse_pairwise`), the genotype they scale up
+  (Sec. 5.2): per node, the input pair with the largest combination logit beta, then on
+  each of its two edges the op with the largest logit alpha (never "none"): two ops per
+  node. Logits, not weights: the argmaxes do not depend on the temperatures.
+
+  Args:
+    alphas: dict cell type -> op logits [num_edges, num_ops].
+    betas: dict cell type -> pair logits [num_combinations] (k = 2).
+  """
+  return Genotype(**{cell: _pairwise_cell(np.asarray(alphas[cell]), np.asarray(betas[cell]),
+                                          tuple(op_names), num_nodes)
+                     for cell in ("normal", "reduce")})

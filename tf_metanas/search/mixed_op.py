@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tf_metanas.search import drop_path as drop_path_lib
 from tf_metanas.search import ops as ops_lib
 
 
@@ -30,13 +31,17 @@ def static_value(tensor):
 
 @keras.saving.register_keras_serializable("tf_metanas")
 class MixedOp(layers.Layer):
-  """sum_o w_o * o(x) over the candidate ops o of one edge.
+  """sum_o w_o * DropPath(o(x)) over the candidate ops o of one edge.
+
+  DropPath (the METANAS code's MixedOp) drops each op's output with its own per-sample
+  mask; identities are never dropped (a stride-2 skip, FactorizedReduce, is).
 
   Args:
     channels: channels of input and output.
     op_names: the candidate ops (an op set).
     stride: 2 on the input edges of a reduction cell, else 1.
     affine: affine BatchNorms inside the ops.
+    drop_path_rate: DropPath probability of each non-identity op.
 
   Call arguments:
     x: [B, H, W, channels].
@@ -45,16 +50,21 @@ class MixedOp(layers.Layer):
       constants), ops whose weight is exactly zero are not computed; if all are zero the
       call returns None.
     training: BatchNorm mode.
+    drop_path: DropPath on or off (default: `training`).
     cache: optional OpCache shared by the edges leaving the same node: outputs of
       parameter-free ops (pooling with a batch-statistics BatchNorm, identity) are computed
-      once per node and reused by its other edges, which compute the same function.
+      once per node and reused by its other edges, which compute the same function (each
+      edge draws its own DropPath masks).
   """
 
-  def __init__(self, channels, op_names, stride=1, affine=False, **kwargs):
+  def __init__(self, channels, op_names, stride=1, affine=False, drop_path_rate=0.0,
+               **kwargs):
     super().__init__(**kwargs)
     self.channels, self.op_names = int(channels), tuple(op_names)
     self.stride, self.affine = int(stride), bool(affine)
+    self.drop_path_rate = float(drop_path_rate)
     self.candidates = [ops_lib.make_op(name, channels, stride, affine) for name in op_names]
+    self.drop_path = drop_path_lib.DropPath(drop_path_rate)
 
   def build(self, input_shape):
     for op in self.candidates:
@@ -63,13 +73,17 @@ class MixedOp(layers.Layer):
   def compute_output_shape(self, input_shape):
     return ops_lib.output_shape(input_shape, self.channels, self.stride)
 
-  def call(self, x, weights, training=None, cache=None):
+  def call(self, x, weights, training=None, drop_path=None, cache=None):
     known = static_value(weights)
     total, weights = None, tf.unstack(weights)
+    drop = training if drop_path is None else drop_path
     for i, (name, op) in enumerate(zip(self.op_names, self.candidates)):
       if known is not None and known[i] == 0:
         continue
-      term = weights[i] * self._apply(name, op, x, training, cache)
+      out = self._apply(name, op, x, training, cache)
+      if not isinstance(op, ops_lib.Identity):
+        out = self.drop_path(out, training=drop)
+      term = weights[i] * out
       total = term if total is None else total + term
     return total
 
@@ -83,4 +97,4 @@ class MixedOp(layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels, "op_names": self.op_names,
-            "stride": self.stride, "affine": self.affine}
+            "stride": self.stride, "affine": self.affine, "drop_path_rate": self.drop_path_rate}

@@ -164,22 +164,31 @@ class SearchNetwork(_Network):
 
   def genotype(self, rule="darts", arch=None, k=2, threshold=0.01, tau_alpha=1.0,
                tau_beta=1.0):
-    """The genotype of an architecture by the DARTS ("darts") or the METANAS threshold
-    ("threshold") rule.
+    """The genotype of an architecture by the DARTS ("darts"), the METANAS threshold
+    ("threshold") or the METANAS authors' pairwise ("pairwise") rule.
 
     Args:
-      rule: "darts" (top-k inputs, argmax op) or "threshold" (METANAS pruning).
+      rule: "darts" (top-k inputs, argmax op), "threshold" (METANAS pruning) or
+        "pairwise" (the strongest input pair, the strongest op on each of its edges; needs
+        input_k = 2).
       arch: architecture tensors in `arch_variables` order (e.g. a task's adapted ones);
         None for the variables.
       k: inputs kept per node by the DARTS rule.
       threshold: the METANAS pruning threshold on normalized weights.
       tau_alpha, tau_beta: the softmax temperatures the weights are normalized with.
     """
+    if rule == "pairwise":
+      if self.input_k != 2:
+        raise ValueError(f"the pairwise genotype rule needs input pairs (input_k = 2), "
+                         f"this SearchNetwork has input_k = {self.input_k}")
+      alphas, betas = self.arch_dict(arch)
+      return genotype_lib.derive_pairwise(alphas, betas, self.op_names, self.num_nodes)
     mixture = self.mixture(arch, tau_alpha=tau_alpha, tau_beta=tau_beta)
     if rule == "darts":
       return genotype_lib.derive_darts(mixture, self.op_names, self.num_nodes, k)
     if rule != "threshold":
-      raise ValueError(f"unknown genotype rule {rule!r}; use 'darts' or 'threshold'")
+      raise ValueError(f"unknown genotype rule {rule!r}; use 'darts', 'threshold' or "
+                       f"'pairwise'")
     combos = None
     if self.input_k:
       _, betas = self.arch_dict(arch)

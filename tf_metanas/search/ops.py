@@ -12,14 +12,16 @@ from keras import ops as K
 from tf_metanas.search import batch_norm
 
 OP_SETS = {
-    # METANAS (Elsken et al. 2020, Sec. 5.1): no "none" op.
+    # METANAS (Elsken et al. 2020, Sec. 5.1): no "none" op; its "conv_3x3" is the authors'
+    # (ReLU, depthwise 3x3, pointwise 1x1, BN), not a full convolution.
     "S1": ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "conv_1x5_5x1", "conv_3x3",
            "sep_conv_3x3", "dil_conv_3x3"),
     # DARTS (Liu et al. 2019), used by T-NAS, CAML and BASE.
     "DARTS": ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3",
               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"),
-    # Auto-Meta / PNAS blocks (Kim et al. 2018).
-    "PNAS": ("conv_3x3", "conv_1x5_5x1", "skip_connect", "avg_pool_3x3", "max_pool_3x3"),
+    # Auto-Meta / PNAS blocks (Kim et al. 2018): 3x3 convolution (a full one), 5x5
+    # factorized convolution, identity, 3x3 average and max pooling.
+    "PNAS": ("full_conv_3x3", "conv_1x5_5x1", "skip_connect", "avg_pool_3x3", "max_pool_3x3"),
 }
 
 
@@ -205,7 +207,9 @@ _BUILDERS = {
     "skip_connect": lambda c, s, a: Identity(c, s, a) if s == 1 else FactorizedReduce(c, s, a),
     "max_pool_3x3": lambda c, s, a: PoolBN(c, s, a, pool="max"),
     "avg_pool_3x3": lambda c, s, a: PoolBN(c, s, a, pool="avg"),
-    "conv_3x3": lambda c, s, a: ReLUConvBN(c, s, a, kernel=3),
+    # METANAS's conv_3x3 (the authors' ops.py): one depthwise-separable 3x3 convolution.
+    "conv_3x3": lambda c, s, a: DilConv(c, s, a, kernel=3, dilation=1),
+    "full_conv_3x3": lambda c, s, a: ReLUConvBN(c, s, a, kernel=3),
     "conv_1x5_5x1": lambda c, s, a: ReLUConvBN(c, s, a, kernel=5, factorized=True),
     "sep_conv_3x3": lambda c, s, a: SepConv(c, s, a, kernel=3),
     "sep_conv_5x5": lambda c, s, a: SepConv(c, s, a, kernel=5),

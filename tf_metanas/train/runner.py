@@ -201,15 +201,29 @@ class Runner:
                  num_tasks)
     return {"accuracy": mean, "ci95": ci, **extra}
 
+  def protocol(self):
+    """The meta-test protocol, as results.json states it: episodes (ways, shots, queries
+    per class, inner mini-batch size), inner steps per phase and the groups each adapts,
+    whether BatchNorm normalizes with the statistics of the batch evaluated (transductive:
+    the queries of a task form one batch), the number of test tasks."""
+    spec, learner = self.samplers["test"].spec, self.learner
+    return {"num_ways": spec.num_ways, "num_shots": spec.num_shots,
+            "num_queries": spec.num_queries,
+            "inner_batch_size": spec.inner_batch_size or spec.support_size,
+            "phases": [{"steps": p.steps, "groups": list(p.groups)} for p in learner.test_phases],
+            "transductive_batch_norm": learner.transductive,
+            "query_batch_size": spec.query_size if learner.transductive else None,
+            "num_tasks": self.test_tasks}
+
   def test(self, results_name="results.json"):
     """The final meta-test: writes and returns the results (mean accuracy, 95% CI, what the
     learner adds, e.g. METANAS task-specific parameter counts and genotypes)."""
     step = int(self.learner.step.numpy())
     results = self._log_eval("test", self.test_tasks, step)
+    spec = self.samplers["test"].spec
     results.update({"num_tasks": self.test_tasks, "parameters": self.parameter_count,
-                    "meta_iterations": step,
-                    "num_ways": self.samplers["test"].spec.num_ways,
-                    "num_shots": self.samplers["test"].spec.num_shots})
+                    "meta_iterations": step, "num_ways": spec.num_ways,
+                    "num_shots": spec.num_shots, "protocol": self.protocol()})
     if self.chief:
       (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
     return results
