@@ -279,3 +279,30 @@ def test_two_local_workers_agree_with_one_process_and_resume(tmp_path, reference
   subprocess.run(_train_command(single, more), env=_env(), check=True, timeout=300,
                  capture_output=True)
   _assert_same_run(tmp_path / "run", single, iterations=4)
+
+
+def test_each_replica_carries_its_own_inner_adam_state(mirrored):
+  """With the inner state carried, replica r adapts its slice of the meta-batch in order,
+  starting from its own state: what one device carries over that slice alone."""
+  def build():
+    keras.utils.set_random_seed(0)
+    net = Conv4(3, filters=4)
+    net.build((None, 8, 8, 1))
+    return learner_lib.MetaLearner(
+        net, "reptile", inner_groups=(inner_loop.ParamGroup("weights", optimizers.Adam(), 0.01),),
+        train_phases=(inner_loop.Phase(2),), test_phases=(inner_loop.Phase(3),),
+        meta_learning_rates={"weights": 1.0}, carry_inner_state=True)
+
+  batch = _batches(build(), num_tasks=4, count=1)[0]
+  with mirrored.scope():
+    learner = build()
+  learner.train_step(batch)
+  for replica, tasks in enumerate((slice(0, 2), slice(2, 4))):
+    alone = build()
+    alone.train_step({k: v[tasks] for k, v in batch.items()})
+    for variable, want in zip(tf.nest.flatten(learner.inner_state),
+                              tf.nest.flatten(alone.inner_state)):
+      got = mirrored.experimental_local_results(variable)[replica].numpy()
+      np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-9)
+  t = mirrored.experimental_local_results(learner.inner_state["weights"][0])
+  assert [float(v) for v in t] == [4.0, 4.0]  # 2 tasks x 2 steps on each replica
