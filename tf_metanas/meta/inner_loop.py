@@ -82,6 +82,12 @@ def _gradients(loss_fn, params, names, step, first_order):
   return loss, split
 
 
+def step_rates(rates, step):
+  """Per-tensor learning rates of inner step `step` (a Python int or a tensor) from
+  per-tensor vectors of per-step rates (MAML++ LSLR); steps past the last rate use it."""
+  return [tf.gather(r, tf.minimum(step, tf.shape(r)[0] - 1)) for r in rates]
+
+
 def _step(loss_fn, params, state, groups, moving, step, first_order, joint, learning_rates):
   """One inner step: returns (params, state, loss)."""
   passes = [moving] if joint else [[name] for name in moving]
@@ -90,19 +96,19 @@ def _step(loss_fn, params, state, groups, moving, step, first_order, joint, lear
     params, state = dict(params), dict(state)
     for name in names:
       group = groups[name]
-      lr = learning_rates[name][step] if learning_rates and name in learning_rates \
-          else group.learning_rate
+      lr = (step_rates(learning_rates[name], step) if learning_rates and name in learning_rates
+            else group.learning_rate)
       params[name], state[name] = group.optimizer.update(
           params[name], grads[name], state[name], lr, group.weight_decay)
   return params, state, loss
 
 
-def adapt_loop(loss_fn, params, groups, phases, joint=True, state=None):
+def adapt_loop(loss_fn, params, groups, phases, joint=True, state=None, learning_rates=None):
   """First-order inner loop as a tf.while_loop per phase: a small graph for many steps.
 
   For adaptation that is not differentiated through (meta-testing, Reptile). `loss_fn`
   receives the step as a scalar tensor; `state` is the optimizers' initial state per group
-  (default: fresh).
+  (default: fresh); `learning_rates` as in `adapt`.
 
   Returns:
     (final params, losses [total steps], final optimizer state per group).
@@ -115,7 +121,7 @@ def adapt_loop(loss_fn, params, groups, phases, joint=True, state=None):
 
     def body(i, params, state, phase_losses, moving=moving, start=start):
       params, state, loss = _step(loss_fn, params, state, groups, moving, start + i, True,
-                                  joint, None)
+                                  joint, learning_rates)
       return i + 1, params, state, phase_losses.write(i, tf.cast(loss, tf.float32))
 
     if phase.steps:
@@ -141,8 +147,9 @@ def adapt(loss_fn, params, groups, phases, first_order=False, joint=True,
     first_order: stop gradients through the inner gradients.
     joint: one forward/backward pass per step for all moving groups (as METANAS and T-NAS
       allow); False: one pass per group in turn, each seeing the groups updated before it.
-    learning_rates: optional group name -> [steps][tensors] learnable per-step, per-tensor
-      learning rates (MAML++ LSLR), replacing the groups' scalar learning rates.
+    learning_rates: optional group name -> per-tensor vectors [steps] of learnable
+      per-step learning rates (MAML++ LSLR), replacing the groups' scalar learning rates;
+      steps past the last one use the last rate.
     state: the optimizers' initial state per group (default: fresh).
 
   Returns:

@@ -135,7 +135,8 @@ class MetaLearner:
       meta-iterations (its weights annealed towards the last step), after which the last
       step's loss alone is used, as the official code does.
     learnable_inner_lr: MAML++ LSLR: per-step, per-tensor inner learning rates meta-learned
-      with the weights (MAML / first-order MAML only).
+      with the weights (MAML / first-order MAML only), used wherever the learner adapts
+      (meta-test and `adapt` too; test steps past the meta-trained ones use the last step's).
     first_order_iterations: MAML++ derivative-order annealing: first order before this
       meta-iteration, second order after.
     forward: (model, params, images, step, protocol) -> logits, with protocol an
@@ -324,14 +325,6 @@ class MetaLearner:
   def _initial_params(self):
     return {name: [v.value for v in variables] for name, variables in self.variables.items()}
 
-  def _lr_tensors(self):
-    """LSLR variables as [step][tensor] learning rates per group."""
-    if not self.inner_lrs:
-      return None
-    steps = inner_loop.total_steps(self.train_phases)
-    return {name: [[lr[s] for lr in lrs] for s in range(steps)]
-            for name, lrs in self.inner_lrs.items()}
-
   def _support_loss(self, task, protocol):
     images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
                                task["support_batches"])
@@ -381,7 +374,7 @@ class MetaLearner:
     with tf.GradientTape() as tape:
       tape.watch(sources)
       trajectory, losses, state = self._adapt(task, params, protocol, first_order,
-                                              self._lr_tensors(), state)
+                                              self.inner_lrs or None, state)
       if multi_step:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
         query = [self._query(task, trajectory[s + 1], s + 1, protocol) for s in range(steps)]
@@ -399,9 +392,11 @@ class MetaLearner:
     return grads, metrics, tf.nest.map_structure(tf.stop_gradient, state)
 
   def _adapt_loop(self, task, params, protocol, state=None):
-    """First-order adaptation in a tf.while_loop (meta-testing, Reptile)."""
+    """First-order adaptation in a tf.while_loop (meta-testing, Reptile), with the learned
+    per-step inner learning rates if any (steps past the meta-trained ones use the last)."""
     return inner_loop.adapt_loop(self._support_loss(task, protocol), params, self.groups,
-                                 protocol.phases, joint=self.joint, state=state)
+                                 protocol.phases, joint=self.joint, state=state,
+                                 learning_rates=self.inner_lrs or None)
 
   def _reptile_task(self, task, phases, unroll=False, state=None):
     """Reptile direction of one task: U^k(theta) - theta."""
