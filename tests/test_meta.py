@@ -236,6 +236,8 @@ def test_multi_step_loss_weights_anneal_to_the_last_step():
   end = learner_lib.multi_step_weights(5, 100, 100).numpy()
   np.testing.assert_allclose(start, [0.2] * 5, rtol=1e-6)
   np.testing.assert_allclose(end, [0.006] * 4 + [1 - 4 * 0.006], rtol=1e-5)
+  middle = learner_lib.multi_step_weights(5, 50, 100).numpy()  # the official clipped rates
+  np.testing.assert_allclose(middle, [0.1] * 4 + [0.6], rtol=1e-5)
   assert end.sum() == pytest.approx(1.0)
 
 

@@ -244,10 +244,10 @@ def test_meta_architecture_pruning_removes_weak_ops_for_good_every_n_iterations(
     expected = np.where(weights < 0.05, metanas.PRUNED_LOGIT, alpha)
     assert (weights < 0.05).any() and (weights >= 0.05).any()
     np.testing.assert_array_equal(variable.numpy(), expected)
-  betas = _arch(net)[2:]
   batch = _batch(learner)
   learner.train_step(batch)
-  np.testing.assert_array_equal(_arch(net)[2] <= metanas.PRUNED_LOGIT, False)  # pairs stay
+  for beta in _arch(net)[2:]:  # pair logits are never pruned
+    np.testing.assert_array_equal(beta <= metanas.PRUNED_LOGIT, False)
   removed = [a <= metanas.PRUNED_LOGIT for a in _arch(net)[:2]]
   for v in net.arch_variables[:2]:  # fresh logits: meta-iteration 2 prunes them again
     v.assign(tf.where(v <= metanas.PRUNED_LOGIT, v, 3.0 * tf.sign(v)))
@@ -255,7 +255,7 @@ def test_meta_architecture_pruning_removes_weak_ops_for_good_every_n_iterations(
   for was, alpha in zip(removed, _arch(net)[:2]):
     np.testing.assert_array_equal(alpha[was], metanas.PRUNED_LOGIT)  # removed for good
     assert (alpha <= metanas.PRUNED_LOGIT).sum() > was.sum()  # and more at iteration 2
-  assert np.isfinite(_arch(net)[2]).all() and betas
+  assert all(np.isfinite(beta).all() for beta in _arch(net)[2:])
   with pytest.raises(ValueError, match="meta_prune_every > 0"):
     _learner(meta_prune_threshold=0.01)
 
@@ -412,6 +412,10 @@ def test_drop_path_is_on_while_meta_training_and_off_at_meta_test():
   for step in (0, 3, 4):  # both test phases, and the prediction
     np.testing.assert_array_equal(forward(step, test), forward(step, test))
   np.testing.assert_array_equal(forward(2, training), forward(2, training))  # the query
+  regularized = _learner(net=_network(drop_path_rate=0.5), meta_test_regularization=True)
+  test = regularized.protocol()
+  logits = [regularized.forward(regularized.model, params, images, 0, test) for _ in range(2)]
+  assert not np.allclose(logits[0], logits[1])  # on at meta-test when asked
 
 
 # ---- the carried inner Adam state ---------------------------------------------------------------
@@ -454,7 +458,15 @@ def test_carried_inner_adam_state_matches_a_hand_chained_reference():
       state=learner._carried_state())[0][-1]
   np.testing.assert_allclose(adapted_model.params["weights"][0], reference["weights"][0],
                              rtol=1e-4, atol=1e-7)
-  learner.evaluate_batch(_batch(learner, 2, training=False))
+  test_batch = _batch(learner, 2, training=False)
+  losses = learner.evaluate_batch(test_batch)["loss"].numpy()
+  for i in range(2):  # each evaluated task adapted from the carried state
+    final = _adapted(learner, _task(test_batch, i), meta_training=False,
+                     state=learner._carried_state())[0][-1]
+    logits = learner.final_logits(final, tf.cast(test_batch["query_images"][i], tf.float32) / 255)
+    want = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        test_batch["query_labels"][i], logits)))
+    assert losses[i] == pytest.approx(want, rel=1e-3)
   for b, v in zip(before, tf.nest.flatten(carried)):
     np.testing.assert_array_equal(b, v.numpy())
   assert "inner_state_weights_0" in learner.checkpoint_items()
@@ -525,7 +537,7 @@ def test_evaluation_reports_task_architectures_and_writes_heatmaps(tmp_path):
     expected = ((1.2 + 0.38 * rows) * 90, (1.6 + 0.95 * cols) * 90)  # figure size x dpi
     assert np.abs(np.subtract(image.shape[:2], expected)).max() <= 1
     assert image.std() > 10  # a picture, not a blank
-  for tag in ("Architecture/task_parameters", "Architecture/genotypes",
+  for tag in ("Architecture/task_parameters", "Architecture/task_genotypes",
               "Architecture/most_common/genotype", "Architecture/task_0/genotype",
               "Architecture/most_common_pairwise/genotype", "Architecture/pairwise_genotypes",
               "Architecture/tau_alpha_end"):
@@ -561,6 +573,17 @@ def test_adapted_model_predicts_with_its_task_specific_architecture():
       adapted.params["weights"], images, mixture=_hand_mixture(adapted.params["arch"], 0.1, 0.2))
   np.testing.assert_allclose(adapted.predict(task["query_images"]), expected, rtol=1e-5,
                              atol=1e-6)
+  # weights only: the architecture is not adapted and the prediction (and so the reported
+  # genotype) uses the start temperature, 1.0
+  rng = np.random.default_rng(0)
+  for v in learner.model.arch_variables:
+    v.assign(rng.normal(0, 0.3, v.shape))
+  frozen = learner.adapt(task["support_images"], task["support_labels"],
+                         phases=(inner_loop.Phase(2, ("weights",)),))
+  arch = frozen.params["arch"]
+  assert frozen.genotype == learner.model.genotype("threshold", arch=arch, threshold=0.2)
+  assert frozen.genotype != learner.model.genotype("threshold", arch=arch, threshold=0.2,
+                                                   tau_alpha=0.1, tau_beta=0.1)
 
 
 # The authors' two published genotypes (their utils/genotypes.py), scaled up in Sec. 5.2.
@@ -593,7 +616,11 @@ def test_scaled_network_reads_the_most_common_genotype_of_a_results_file(tmp_pat
   genotype = Genotype([[("conv_3x3", 0)], [("skip_connect", 2), ("max_pool_3x3", 1)]],
                       [[("conv_3x3", 1)], [("conv_3x3", 2)]])
   results = tmp_path / "results.json"
-  results.write_text(json.dumps({"genotypes": [{"tasks": 3, "genotype": genotype.to_dict()}]}))
+  old = {"genotypes": [{"tasks": 3, "genotype": genotype.to_dict()}]}
+  results.write_text(json.dumps(old))  # an older version's: task-specific genotypes
+  with pytest.raises(ValueError, match="older METANAS version.*tools/evaluate.py"):
+    metanas.most_common_genotype(results)
+  results.write_text(json.dumps({**old, "genotype_rule": "pairwise"}))
   net = metanas.scaled_network(5, str(results), channels=8)
   assert net.genotype == genotype and net.num_cells == 5 and net.drop_path_rate == 0.2
   plain = tmp_path / "genotype.json"

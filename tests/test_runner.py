@@ -155,6 +155,14 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_checkpoint_of_another_configuration_is_refused_clearly(tmp_path):
+  shots = "TRAIN_SHOTS = 2"
+  _tiny_runner(tmp_path, "reptile.gin", [shots, "MetaLearner.carry_inner_state = False"]).train()
+  runner = _tiny_runner(tmp_path, "reptile.gin", [shots])  # carries the inner Adam state
+  with pytest.raises(ValueError, match="does not fit this configuration.*new --model_dir"):
+    runner.restore()
+
+
 def test_evaluate_binary_meta_tests_a_trained_dir_with_other_shots(tmp_path):
   trained = subprocess.run(_train_command(tmp_path, "Runner.network = @Conv4",
                                           "Conv4.filters = 4"),

@@ -7,7 +7,8 @@ a meta-batch from the meta-parameters and updates them:
   MAML (Finn et al. 2017):   theta <- MetaOpt(theta, mean_T grad_theta L_Q(U^k(theta)))
   first-order MAML:          the same with the inner gradients held constant
   Reptile (Nichol et al.):   theta <- theta + eps_t * mean_T (U^k(theta) - theta),
-                             eps_t annealed linearly (a Linear schedule)
+                             eps_t constant or a schedule of the meta-iteration (REPTILE
+                             anneals it linearly: a Linear schedule)
 
 MAML++ (Antoniou et al. 2019) options: multi-step loss with annealed per-step weights,
 per-layer per-step learnable inner learning rates (LSLR), derivative-order annealing
@@ -150,7 +151,8 @@ class MetaLearner:
     per_step_bn_weights: MAML++ per-step BatchNorm weights and biases (BNWB): one copy of
       every BatchNorm scale and shift per inner step (and one for the query after the
       last), meta-learned with the weights and not adapted in the inner loop (MAML /
-      first-order MAML; with the default forward only).
+      first-order MAML; with the default forward only). They replace the model's own
+      BatchNorm scales and shifts, which stay at their initial values.
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
@@ -165,8 +167,9 @@ class MetaLearner:
       parameters being reset, as the METANAS and REPTILE code (their inner optimizers are
       made once per run); every new task (meta-validation, meta-test, `adapt`) starts from
       the carried state without changing it. Checkpointed. Under several replicas each
-      replica carries its own state over its share of the tasks (checkpoints store their
-      mean). False: every task starts from a fresh state.
+      replica carries the state over its share of a meta-batch's tasks, and at the end of
+      the meta-iteration every replica takes the mean of their states (so one state is
+      checkpointed, evaluated from and resumed from). False: every task starts fresh.
     jit_compile: compile with XLA what each replica computes for its tasks (adaptation and
       meta-gradients, or evaluation); all-reduces and updates stay in TensorFlow. Slower
       on CPU (BENCHMARKS.md); for GPUs.
@@ -496,6 +499,9 @@ class MetaLearner:
           lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
       for variable, mean_updated in zip(self.bn_statistics, statistics):
         variable.assign(mean_updated)  # the momentum update with the tasks' mean moments
+      if self.strategy.num_replicas_in_sync > 1:  # every replica goes on from the mean state
+        for variable in tf.nest.flatten(self.inner_state):
+          variable.assign(variable.read_value())  # cross-replica: read the mean, set all
       self.step.assign_add(1)
     return metrics
 

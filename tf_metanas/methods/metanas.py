@@ -56,7 +56,8 @@ class Temperature:
     exponential:  tau_s = start * (end / start) ** min(s / (A - 1), 1)
 
   so the last architecture step, every weights-only step after it and the prediction use
-  `end`; with no architecture steps (warm-up) it stays at `start`. `test_end` (default
+  `end` (with a single architecture step, that step uses `start` and the steps after it
+  `end`); with no architecture steps (warm-up) it stays at `start`. `test_end` (default
   `end`) is the end value when adapting to new tasks (meta-test): the authors' Omniglot
   scripts meta-train to 0.05 and meta-test to 0.1.
   """
@@ -158,13 +159,20 @@ class Metanas(learner_lib.MetaLearner):
                                  regularize=learner_lib.regularizes(step, protocol),
                                  mixture=self.mixture(arch, step, protocol))
 
-  def genotype_of(self, arch):
+  def prediction_temperatures(self, protocol=None):
+    """(tau_alpha, tau_beta) of the prediction after adapting with `protocol` (default: the
+    test phases): the end values, or the start ones if no step adapts the architecture."""
+    protocol = protocol or self.protocol()
+    return tuple(float(tau(protocol.num_steps, protocol.steps_of("arch"), protocol.meta_training))
+                 for tau in (self.tau_alpha, self.tau_beta))
+
+  def genotype_of(self, arch, protocol=None):
     """The task-specific genotype of architecture tensors `arch` after adaptation to a new
-    task: the METANAS threshold rule at the end temperatures of meta-test."""
+    task with `protocol` (default: the test phases): the METANAS threshold rule at the
+    temperatures the prediction uses, i.e. the architecture that predicts."""
+    tau_alpha, tau_beta = self.prediction_temperatures(protocol)
     return self.model.genotype("threshold", arch=[tf.convert_to_tensor(a) for a in arch],
-                               threshold=self.threshold,
-                               tau_alpha=self.tau_alpha.final(False),
-                               tau_beta=self.tau_beta.final(False))
+                               threshold=self.threshold, tau_alpha=tau_alpha, tau_beta=tau_beta)
 
   def pairwise_genotype_of(self, arch):
     """The genotype scaled up in Sec. 5.2: two ops per node by the authors' pairwise rule."""
@@ -231,7 +239,7 @@ class Metanas(learner_lib.MetaLearner):
     genotypes, counts, common, pairwise = self.task_report(outputs["arch"])
     meta_arch = [v.value for v in self.model.arch_variables]
     meta_genotype = self.genotype_of(meta_arch)
-    test_taus = (self.tau_alpha.final(False), self.tau_beta.final(False))
+    test_taus = self.prediction_temperatures()
     arch_summaries.write_architecture("meta", self.model, meta_arch, *test_taus, step)
     arch_summaries.write_genotype("meta/genotype", meta_genotype, step)
     for i in range(min(self.report_tasks, len(genotypes))):
@@ -240,7 +248,7 @@ class Metanas(learner_lib.MetaLearner):
       arch_summaries.write_genotype(f"task_{i}/genotype", genotypes[i], step)
     arch_summaries.write_genotype("most_common/genotype", common[0][0], step)
     arch_summaries.write_genotype("most_common_pairwise/genotype", pairwise[0][0], step)
-    arch_summaries.write_genotype_table("genotypes", common[:5], len(genotypes), step)
+    arch_summaries.write_genotype_table("task_genotypes", common[:5], len(genotypes), step)
     arch_summaries.write_genotype_table("pairwise_genotypes", pairwise[:5], len(genotypes), step)
     tf.summary.histogram("Architecture/task_parameters", counts, step=step)
     tf.summary.scalar("Architecture/task_parameters_mean", float(np.mean(counts)), step=step)
@@ -256,6 +264,7 @@ class Metanas(learner_lib.MetaLearner):
         "task_parameter_counts": [int(c) for c in counts],
         "task_genotypes": as_dicts(common),
         "genotypes": as_dicts(pairwise),
+        "genotype_rule": "pairwise",
         "meta_genotype": meta_genotype.to_dict(),
         "meta_pairwise_genotype": self.pairwise_genotype_of(meta_arch).to_dict(),
     }
@@ -265,7 +274,7 @@ class Metanas(learner_lib.MetaLearner):
     returned model predicts with the task-specific (pruned) architecture, whose genotype
     is `adapted.genotype`."""
     adapted = super().adapt(support_images, support_labels, phases, inner_batch_size, seed)
-    adapted.genotype = self.genotype_of(self._arch(adapted.params))
+    adapted.genotype = self.genotype_of(self._arch(adapted.params), adapted.protocol)
     adapted.parameter_count = self.model.count_params_of(adapted.genotype)
     return adapted
 
@@ -276,6 +285,11 @@ def most_common_genotype(path):
   (`Genotype.to_json`)."""
   data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
   if "genotypes" in data:
+    if data.get("genotype_rule") != "pairwise":
+      raise ValueError(
+          f"{path} is the results file of an older METANAS version, whose 'genotypes' are "
+          f"task-specific (threshold rule) genotypes, not the pairwise ones Sec. 5.2 scales "
+          f"up: evaluate that run again with tools/evaluate.py, or pass a genotype JSON file")
     data = data["genotypes"][0]["genotype"]
   return genotype_lib.Genotype.from_dict(data)
 

@@ -134,7 +134,14 @@ class Runner:
     """Restores the latest checkpoint, if any; returns the meta step to continue from."""
     latest = tf.train.latest_checkpoint(str(self.model_dir))
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      try:
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(
+            f"{latest} does not fit this configuration: it was written by another "
+            f"configuration or an older tf_metanas (METANAS before the authors' conv_3x3, a "
+            f"run without carry_inner_state or per_step_bn_weights, ...). Use a new "
+            f"--model_dir, or the configuration that wrote it. {e}") from e
       logging.info("Restored %s (meta step %d)", latest, int(self.learner.step.numpy()))
     return int(self.learner.step.numpy())
 
