@@ -66,6 +66,7 @@ def _metanas_learner(algorithm="reptile"):
 BUILDERS = {
     "maml": lambda: _conv4_learner("maml"),
     "maml_xla": lambda: _conv4_learner("maml", jit_compile=True),
+    "maml_clipped": lambda: _conv4_learner("maml", meta_gradient_clip=0.01),
     "reptile": lambda: _conv4_learner("reptile"),
     "metanas_reptile": lambda: _metanas_learner("reptile"),
     "metanas_maml": lambda: _metanas_learner("maml"),

@@ -7,8 +7,11 @@ import pytest
 from PIL import Image
 
 from tf_metanas.search import AUTOMETA_GENOTYPE
+from tf_metanas.search import Conv4
 from tf_metanas.search import Genotype
 from tf_metanas.search import autometa_network
+from tf_metanas.search import maml_network
+from tf_metanas.search import mamlpp_network
 from tf_metanas.search import reptile_network
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import visualize
@@ -111,6 +114,31 @@ def test_autometa_and_reptile_networks():
   mini = reptile_network(5, "mini_imagenet")
   mini.build((None, 84, 84, 3))
   assert mini.classifier.kernel.shape == (6 * 6 * 32, 5)
+  # MAML: Omniglot averages the 2x2x64 maps into the classifier; mini-ImageNet pools with
+  # VALID padding, 84 -> 42 -> 21 -> 10 -> 5
+  maml = maml_network(5)
+  maml.build((None, 28, 28, 1))
+  assert maml(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 5)
+  assert sum(int(np.prod(v.shape)) for v in maml.weight_variables) == (
+      (9 * 1 * 64 + 64 + 128) + 3 * (9 * 64 * 64 + 64 + 128) + (64 * 5 + 5))
+  maml_mini = maml_network(5, "mini_imagenet")
+  maml_mini.build((None, 84, 84, 3))
+  assert maml_mini.classifier.kernel.shape == (5 * 5 * 32, 5)
+  mamlpp = mamlpp_network(5)
+  mamlpp.build((None, 84, 84, 3))
+  assert mamlpp.classifier.kernel.shape == (5 * 5 * 48, 5) and mamlpp.activation == "leaky_relu"
+  x = np.random.default_rng(0).normal(size=(4, 84, 84, 3)).astype(np.float32)
+  relu = Conv4(5, filters=48, downsample="pool", pool_padding="valid")
+  relu.build((None, 84, 84, 3))
+  relu.set_weights(mamlpp.get_weights())
+  plain = Conv4(5, filters=48, downsample="pool", pool_padding="valid", activation="leaky_relu")
+  plain.build((None, 84, 84, 3))
+  plain.set_weights(mamlpp.get_weights())
+  standardized = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(mamlpp(x, training=True), plain(standardized, training=True),
+                             rtol=1e-4, atol=1e-5)  # ImageNet mean / std on the inputs
+  assert not np.allclose(relu(standardized, training=True),
+                         plain(standardized, training=True))  # leaky differs
 
 
 def test_summary_lists_each_node_on_one_line():

@@ -472,3 +472,40 @@ def test_learned_inner_rates_are_used_at_test():
   flat.test_phases = learner.test_phases
   other = flat.adapt(task["support_images"], task["support_labels"])
   assert not np.allclose(other.params["weights"][0], params[0], atol=1e-4)
+
+
+def test_sum_over_shots_loss_is_n_times_the_mean_on_a_full_support_set():
+  """cbfinn's xent / K over a 3-way 2-shot support set: one SGD step at lr a equals the mean
+  loss's step at lr 3 a."""
+  task = _task(_batch(num_tasks=1, ways=3, shots=2, steps=1))
+  adapted = {}
+  for reduction, lr in (("sum_over_shots", 0.1), ("mean", 0.3)):
+    learner = _learner("maml", steps=1, lr=lr, loss_reduction=reduction)
+    learner.test_phases = (inner_loop.Phase(1),)
+    adapted[reduction] = learner.adapt(task["support_images"], task["support_labels"]).params
+  for a, b in zip(adapted["sum_over_shots"]["weights"], adapted["mean"]["weights"]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  once = _learner("maml", steps=1, lr=0.1)  # the same lr with the mean: a smaller step
+  once.test_phases = (inner_loop.Phase(1),)
+  other = once.adapt(task["support_images"], task["support_labels"]).params["weights"]
+  assert not np.allclose(other[0], adapted["mean"]["weights"][0], atol=1e-5)
+  with pytest.raises(ValueError, match="unknown loss_reduction 'sum'"):
+    _learner("maml", loss_reduction="sum")
+
+
+def test_meta_gradients_are_clipped_after_the_mean_over_tasks():
+  learner = _learner("maml", steps=1, lr=0.3, meta_optimizer="sgd", meta_gradient_clip=0.01,
+                     meta_learning_rates={"weights": 1.0})
+  batch = _batch(num_tasks=2, steps=1)
+  before = [np.array(v) for v in learner.variables["weights"]]
+  grads = [learner.task_update(_task(batch, i), first_order=False)[0] for i in range(2)]
+  learner.train_step(batch)
+  clipped = 0
+  for k, v in enumerate(learner.variables["weights"]):
+    mean = (np.array(grads[0][k]) + np.array(grads[1][k])) / 2
+    clipped += int((np.abs(mean) > 0.01).sum())
+    np.testing.assert_allclose(np.array(v), before[k] - np.clip(mean, -0.01, 0.01),
+                               rtol=1e-4, atol=1e-6)
+  assert clipped > 10  # the clip bites
+  with pytest.raises(ValueError, match="Reptile has none"):
+    _learner("reptile", meta_gradient_clip=10.0)

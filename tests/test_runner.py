@@ -21,6 +21,7 @@ from tf_metanas import data
 from tf_metanas import search
 from tf_metanas.data import registry
 from tf_metanas.data import synthetic
+from tf_metanas.meta import inner_loop
 from tf_metanas.train import runner as runner_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -60,7 +61,8 @@ def _tiny_runner(model_dir, algorithm_file="maml.gin", params=(), splits=None):
 def test_meta_training_on_prototypes_beats_chance_by_far(tmp_path):
   runner = _tiny_runner(tmp_path, params=[
       "Runner.num_iterations = 60", "Runner.test_tasks = 40", "Runner.test_batch_size = 20",
-      "Runner.eval_every = 0", "INNER_LR = 0.4", "train/Phase.steps = 2",
+      "Runner.eval_every = 0", "INNER_LR = 0.08", "train/Phase.steps = 2",  # x 5 ways
+      "TRAIN_QUERIES = 5", "TEST_QUERIES = 5",
       "test/Phase.steps = 3", "META_BATCH = 4", "Runner.network = @Conv4",
       "Conv4.filters = 16"])
   results = runner.run()
@@ -225,3 +227,27 @@ def test_every_experiment_runs_tiny(path, tmp_path):
   if gin.query_parameter("Runner.learner").selector == "Metanas":
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["task_parameter_counts"]) == 4 and saved["genotypes"][0]["tasks"] >= 1
+
+
+@pytest.mark.parametrize("name, train_queries, test_queries, test_batch", [
+    ("maml_omniglot_5w1s", 1, 1, 5), ("maml_omniglot_20w5s", 5, 5, 100),
+    ("maml_mini_imagenet_5w1s", 15, 1, 5), ("maml_mini_imagenet_5w5s", 15, 5, 25),
+    ("mamlpp_mini_imagenet_5w1s", 15, 15, 5), ("reptile_omniglot_5w1s", 1, 1, 5),
+    ("reptile_omniglot_20w1s", 1, 1, 10), ("reptile_omniglot_5w5s", 1, 1, 5),
+    ("reptile_mini_imagenet_5w5s", 1, 1, 15)])
+def test_baseline_episodes_are_the_official_codes(name, train_queries, test_queries, test_batch):
+  _parse(ROOT / "gin_configs" / "experiments" / "baselines" / f"{name}.gin")
+  with gin.config_scope("train"):
+    train = configurables.EpisodeSpec()
+  with gin.config_scope("test"):
+    test = configurables.EpisodeSpec()
+  assert (train.num_queries, test.num_queries, test.batch_size) == (
+      train_queries, test_queries, test_batch)
+
+
+def test_reptile_20_way_values_are_its_readmes():
+  _parse(ROOT / "gin_configs" / "experiments" / "baselines" / "reptile_omniglot_20w1s.gin")
+  with gin.config_scope("weights"):
+    assert inner_loop.ParamGroup().learning_rate == 0.0005
+  assert gin.query_parameter("%ITERATIONS") == 200000  # Runner.num_iterations = %ITERATIONS
+  assert gin.query_parameter("MetaLearner.carry_inner_state")

@@ -36,6 +36,7 @@ from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.meta import inner_loop
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
+LOSS_REDUCTIONS = ("mean", "sum_over_shots")
 METRICS = ("query_loss", "query_accuracy", "support_loss_first", "support_loss_last")
 
 
@@ -170,6 +171,13 @@ class MetaLearner:
       replica carries the state over its share of a meta-batch's tasks, and at the end of
       the meta-iteration every replica takes the mean of their states (so one state is
       checkpointed, evaluated from and resumed from). False: every task starts fresh.
+    loss_reduction: "mean" cross-entropy over a batch, or "sum_over_shots": its sum divided
+      by the shots K (the official MAML code's `xent / update_batch_size`: N times the mean
+      on a full N-way K-shot support set, so its inner step sizes mean what they do there);
+      for the support and the query losses.
+    meta_gradient_clip: clip each meta-gradient entry (the mean over the meta-batch) to
+      [-c, c] before the meta optimizer (the official MAML code on mini-ImageNet and
+      MAML++: 10); None: no clipping. MAML / first-order MAML.
     jit_compile: compile with XLA what each replica computes for its tasks (adaptation and
       meta-gradients, or evaluation); all-reduces and updates stay in TensorFlow. Slower
       on CPU (BENCHMARKS.md); for GPUs.
@@ -182,13 +190,18 @@ class MetaLearner:
                first_order_iterations=0, forward=default_forward,
                per_step_bn_statistics=False, per_step_bn_weights=False, transductive=True,
                warmup_iterations=0, warmup_frozen=("arch",), meta_test_regularization=False,
-               carry_inner_state=False, jit_compile=False):
+               carry_inner_state=False, loss_reduction="mean", meta_gradient_clip=None,
+               jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
                                    per_step_bn_statistics or per_step_bn_weights):
       raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics and "
                        "weights are MAML++ options: use MAML or first-order MAML")
+    if loss_reduction not in LOSS_REDUCTIONS:
+      raise ValueError(f"unknown loss_reduction {loss_reduction!r}; use one of {LOSS_REDUCTIONS}")
+    if algorithm == "reptile" and meta_gradient_clip:
+      raise ValueError("meta_gradient_clip clips MAML meta-gradients; Reptile has none")
     if not transductive and not per_step_bn_statistics:
       raise ValueError("transductive=False needs per_step_bn_statistics=True")
     if (per_step_bn_statistics or per_step_bn_weights) and forward is not default_forward:
@@ -245,6 +258,7 @@ class MetaLearner:
       optimizer.build(self._meta_variables(name))
       self.meta_optimizers[name] = optimizer
     self.meta_test_regularization = bool(meta_test_regularization)
+    self.loss_reduction, self.meta_gradient_clip = loss_reduction, meta_gradient_clip
     self.inner_state = self._state_variables() if carry_inner_state else {}
     self._train_fns, self._adapt_fns = {}, {}
     self.jit_compile = bool(jit_compile)
@@ -328,6 +342,14 @@ class MetaLearner:
   def _initial_params(self):
     return {name: [v.value for v in variables] for name, variables in self.variables.items()}
 
+  def _loss(self, logits, labels, task):
+    """The training loss of a batch of `task` (see `loss_reduction`)."""
+    loss = cross_entropy(logits, labels)
+    if self.loss_reduction == "mean":
+      return loss
+    shots = max(int(task["support_labels"].shape[0]) // int(logits.shape[-1]), 1)
+    return loss * (float(labels.shape[0]) / shots)
+
   def _support_loss(self, task, protocol):
     images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
                                task["support_batches"])
@@ -335,13 +357,14 @@ class MetaLearner:
     def loss_fn(params, step):
       index = batches[step]
       logits = self.forward(self.model, params, tf.gather(images, index), step, protocol)
-      return cross_entropy(logits, tf.gather(labels, index))
+      return self._loss(logits, tf.gather(labels, index), task)
 
     return loss_fn
 
   def _query(self, task, params, step, protocol):
     logits = self.forward(self.model, params, to_float(task["query_images"]), step, protocol)
-    return cross_entropy(logits, task["query_labels"]), accuracy(logits, task["query_labels"])
+    return (self._loss(logits, task["query_labels"], task),
+            accuracy(logits, task["query_labels"]))
 
   def _adapt(self, task, params, protocol, first_order, learning_rates=None, state=None):
     return inner_loop.adapt(self._support_loss(task, protocol), params, self.groups,
@@ -468,8 +491,19 @@ class MetaLearner:
       if self.algorithm == "reptile":
         # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
         part = [-d for d in part]
+      elif self.meta_gradient_clip:
+        part = self._clipped(part)
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
     return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
+
+  def _clipped(self, shares):
+    """Replica shares whose sum (the optimizer's all-reduce) is the clipped mean
+    meta-gradient: the mean is summed here first, since clipping does not commute with it."""
+    replicas = self.strategy.num_replicas_in_sync
+    if replicas > 1:
+      shares = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, shares)
+    clip = float(self.meta_gradient_clip)
+    return [tf.clip_by_value(g, -clip, clip) / replicas for g in shares]
 
   def task_update(self, task, first_order=None, warmup=False, unroll=False, multi_step=None,
                   state=None):

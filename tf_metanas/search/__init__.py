@@ -7,4 +7,6 @@ from tf_metanas.search.ops import OP_SETS
 from tf_metanas.search.baselines import AUTOMETA_GENOTYPE
 from tf_metanas.search.baselines import Conv4
 from tf_metanas.search.baselines import autometa_network
+from tf_metanas.search.baselines import maml_network
+from tf_metanas.search.baselines import mamlpp_network
 from tf_metanas.search.baselines import reptile_network

@@ -23,6 +23,10 @@ _AUTOMETA_CELL = (
 AUTOMETA_GENOTYPE = genotype_lib.Genotype(normal=_AUTOMETA_CELL, reduce=_AUTOMETA_CELL)
 
 
+ACTIVATIONS = {"relu": keras.ops.relu,
+               "leaky_relu": lambda x: keras.ops.leaky_relu(x, negative_slope=0.01)}
+
+
 @keras.saving.register_keras_serializable("tf_metanas")
 class Conv4(functional.FunctionalModel):
   """Four blocks of 3x3 conv (with bias) -> BatchNorm -> ReLU, downsampling by 2 each, and
@@ -34,19 +38,33 @@ class Conv4(functional.FunctionalModel):
     downsample: "stride" (stride-2 convs, the Omniglot models) or "pool" (2x2 max pooling
       after each block, the mini-ImageNet models).
     head: "flatten" (REPTILE, MAML mini-ImageNet) or "mean" (global average, MAML Omniglot).
+    pool_padding: "same" (REPTILE: 84 -> 6x6 maps) or "valid" (MAML, MAML++: 84 -> 5x5).
+    activation: "relu", or "leaky_relu" (slope 0.01, PyTorch's default: MAML++).
+    input_mean, input_std: per-channel statistics the [0, 1] inputs are normalized with,
+      (x - mean) / std (MAML++ on mini-ImageNet: ImageNet's); None: inputs as they are.
   """
 
-  def __init__(self, num_classes, filters=64, downsample="stride", head="flatten", **kwargs):
+  def __init__(self, num_classes, filters=64, downsample="stride", head="flatten",
+               pool_padding="same", activation="relu", input_mean=None, input_std=None,
+               **kwargs):
     super().__init__(**kwargs)
-    if downsample not in ("stride", "pool") or head not in ("flatten", "mean"):
-      raise ValueError(f"downsample must be 'stride' or 'pool' and head 'flatten' or 'mean', "
-                       f"got {downsample!r}, {head!r}")
+    if (downsample not in ("stride", "pool") or head not in ("flatten", "mean") or
+        pool_padding not in ("same", "valid") or activation not in ACTIVATIONS):
+      raise ValueError(f"downsample must be 'stride' or 'pool', head 'flatten' or 'mean', "
+                       f"pool_padding 'same' or 'valid' and activation one of "
+                       f"{sorted(ACTIVATIONS)}; got {downsample!r}, {head!r}, "
+                       f"{pool_padding!r}, {activation!r}")
     self.num_classes, self.filters = int(num_classes), int(filters)
     self.downsample, self.head = downsample, head
+    self.pool_padding, self.activation = pool_padding, activation
+    if (input_mean is None) != (input_std is None):
+      raise ValueError("give both input_mean and input_std, or neither")
+    self.input_mean = None if input_mean is None else tuple(float(m) for m in input_mean)
+    self.input_std = None if input_std is None else tuple(float(s) for s in input_std)
     stride = 2 if downsample == "stride" else 1
     self.convs = [layers.Conv2D(filters, 3, strides=stride, padding="same") for _ in range(4)]
     self.norms = [batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5) for _ in range(4)]
-    self.pools = [layers.MaxPooling2D(2, padding="same") for _ in range(4)]
+    self.pools = [layers.MaxPooling2D(2, padding=pool_padding) for _ in range(4)]
     self.reduce = layers.Flatten() if head == "flatten" else layers.GlobalAveragePooling2D()
     self.classifier = layers.Dense(num_classes)
 
@@ -61,14 +79,20 @@ class Conv4(functional.FunctionalModel):
 
   def call(self, images, training=None):
     x = keras.ops.cast(images, self.compute_dtype)
+    if self.input_mean is not None:
+      mean, std = (keras.ops.convert_to_tensor(v, x.dtype) for v in (self.input_mean,
+                                                                     self.input_std))
+      x = (x - mean) / std
     for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-      x = keras.ops.relu(norm(conv(x), training=training))
+      x = ACTIVATIONS[self.activation](norm(conv(x), training=training))
       x = pool(x) if self.downsample == "pool" else x
     return self.classifier(self.reduce(x))
 
   def get_config(self):
     return {**super().get_config(), "num_classes": self.num_classes, "filters": self.filters,
-            "downsample": self.downsample, "head": self.head}
+            "downsample": self.downsample, "head": self.head,
+            "pool_padding": self.pool_padding, "activation": self.activation,
+            "input_mean": self.input_mean, "input_std": self.input_std}
 
 
 def reptile_network(num_classes, dataset="omniglot"):
@@ -77,6 +101,27 @@ def reptile_network(num_classes, dataset="omniglot"):
   if dataset in ("omniglot", "glyphs"):
     return Conv4(num_classes, filters=64, downsample="stride", head="flatten")
   return Conv4(num_classes, filters=32, downsample="pool", head="flatten")
+
+
+def maml_network(num_classes, dataset="omniglot"):
+  """The MAML models (cbfinn/maml): Omniglot 4 x (64 filters, stride 2) averaged over space
+  into the classifier; mini-ImageNet 4 x (32 filters, 2x2 max pooling with VALID padding:
+  5x5 maps) flattened."""
+  if dataset in ("omniglot", "glyphs"):
+    return Conv4(num_classes, filters=64, downsample="stride", head="mean")
+  return Conv4(num_classes, filters=32, downsample="pool", head="flatten", pool_padding="valid")
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def mamlpp_network(num_classes, filters=48):
+  """The MAML++ model (HowToTrainYourMAMLPytorch, VGGReLUNormNetwork): 4 x (3x3 conv,
+  BatchNorm, leaky ReLU, 2x2 max pooling without padding), 48 filters, flattened; inputs
+  normalized with ImageNet's mean and std, as its mini-ImageNet data provider does."""
+  return Conv4(num_classes, filters=filters, downsample="pool", head="flatten",
+               pool_padding="valid", activation="leaky_relu", input_mean=IMAGENET_MEAN,
+               input_std=IMAGENET_STD)
 
 
 def autometa_network(num_classes, channels=12, num_cells=4, reduction_cells=(1, 3), **kwargs):
