@@ -1,11 +1,14 @@
 """Episode sampling: shapes, labels, disjointness, determinism, tf.data, bad specs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tf_metanas import data
 from tf_metanas.data import episodes as episodes_lib
+from tf_metanas.data import synthetic
 
 
 def _indexed_store(num_classes=12, per_class=10):
@@ -143,3 +146,36 @@ def test_too_few_images_per_class_fails_with_the_numbers():
 def test_impossible_specs_fail_at_construction(kwargs, message):
   with pytest.raises(data.EpisodeSpecError, match=message):
     data.EpisodeSpec(**kwargs)
+
+
+def test_random_rotations_turn_each_class_of_a_task_as_a_whole():
+  """The MAML protocol: every class of a task rotated by one random multiple of 90 degrees
+  (support and query alike), so a task never holds two rotations of one character."""
+  store = synthetic.prototype_store(num_classes=8, per_class=10, size=8)
+  rotating = dataclasses.replace(store, random_rotations=True)
+  spec = episodes_lib.EpisodeSpec(4, 2, 3)
+  sampler = episodes_lib.EpisodeSampler(rotating, spec, seed=5)
+
+  def turns(image):
+    """The quarter turns k (and source classes) with rot90(store image, k) == image."""
+    return {(k, int(store.labels[i])) for k in range(4) for i in np.flatnonzero(
+        (store.images == np.rot90(image, -k, (0, 1))).all(axis=(1, 2, 3)))}
+
+  used = set()
+  for index in range(10):
+    episode = sampler.episode(index)
+    per_class = {}
+    for key in ("support", "query"):
+      for image, label in zip(episode[f"{key}_images"], episode[f"{key}_labels"]):
+        found = turns(image)
+        per_class.setdefault(int(label), []).append(found)
+    for label, found in per_class.items():
+      common = set.intersection(*found)  # one turn of one source class fits all its images
+      assert common, (index, label)
+      used |= {k for k, _ in common}
+    sources = [{c for _, c in set.intersection(*found)} for found in per_class.values()]
+    assert all(len(s) == 1 for s in sources) and len(set.union(*sources)) == 4
+  assert used == {0, 1, 2, 3}
+  with pytest.raises(ValueError, match="square images"):
+    dataclasses.replace(synthetic.prototype_store(num_classes=2, per_class=2, size=8),
+                        images=np.zeros((4, 8, 6, 1), np.uint8), random_rotations=True)

@@ -88,10 +88,13 @@ def test_vinyals_split_cuts_characters_in_proportion(omniglot_dir):
   assert all(again[s].class_names == splits[s].class_names for s in data.SPLITS)
 
 
-def test_vinyals_split_has_the_paper_sizes_on_full_omniglot():
-  keys = {("background", f"A{i // 20}", f"character{i % 20:02d}"): None for i in range(1623)}
-  parts = omniglot._vinyals(list(keys))
-  assert [len(parts[s]) for s in data.SPLITS] == [1028, 172, 423]
+@pytest.mark.parametrize("name, sizes", [("vinyals", [1028, 172, 423]),
+                                         ("maml", [1100, 100, 423])])
+def test_shuffled_splits_have_the_paper_sizes_on_full_omniglot(name, sizes):
+  characters = {("background", f"A{i // 20}", f"character{i % 20:02d}"):
+                np.zeros((1, 2, 2, 1), np.uint8) for i in range(1623)}
+  splits = omniglot.split(characters, name)
+  assert [splits[s].num_classes for s in data.SPLITS] == sizes
 
 
 def test_lake_split_uses_background_for_training_and_evaluation_for_testing(omniglot_dir):

@@ -84,3 +84,19 @@ def test_unknown_names_are_rejected():
     data.load_dataset("cifar")
   with pytest.raises(ValueError, match="unknown source 'web'"):
     data.load_dataset("fc100", source="web")
+
+
+def test_rotation_protocols_of_maml_and_reptile(omniglot_dir):
+  plain = data.load_dataset("omniglot", data_dir=omniglot_dir, omniglot_split="maml")
+  reptile = data.load_dataset("omniglot", data_dir=omniglot_dir, omniglot_split="maml",
+                              rotations="train_classes")
+  assert reptile["train"].num_classes == 4 * plain["train"].num_classes
+  for split in ("val", "test"):  # REPTILE tests on unrotated characters
+    assert reptile[split].class_names == plain[split].class_names
+  maml = data.load_dataset("omniglot", data_dir=omniglot_dir, omniglot_split="maml",
+                           rotations="per_task")
+  for split in data.SPLITS:  # same classes, rotated inside each task
+    assert maml[split].class_names == plain[split].class_names
+    assert maml[split].random_rotations
+  with pytest.raises(ValueError, match=r"unknown rotations 'some'.*load_splits.rotations"):
+    data.load_dataset("omniglot", data_dir=omniglot_dir, rotations="some")

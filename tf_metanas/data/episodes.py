@@ -114,20 +114,29 @@ class EpisodeSampler:
                           replace=False)
       support.append(picked[:spec.num_shots])
       query.append(picked[spec.num_shots:])
+    turns = rng.integers(4, size=spec.num_ways) if self.store.random_rotations else None
     support_order = rng.permutation(spec.support_size)
     query_order = rng.permutation(spec.query_size)
     support_labels = np.repeat(np.arange(spec.num_ways, dtype=np.int32), spec.num_shots)
     query_labels = np.repeat(np.arange(spec.num_ways, dtype=np.int32), spec.num_queries)
-    support_index = np.concatenate(support)[support_order]
-    query_index = np.concatenate(query)[query_order]
     return {
-        "support_images": self.store.images[support_index],
+        "support_images": self._images(np.concatenate(support), support_labels, turns,
+                                       support_order),
         "support_labels": support_labels[support_order],
-        "query_images": self.store.images[query_index],
+        "query_images": self._images(np.concatenate(query), query_labels, turns, query_order),
         "query_labels": query_labels[query_order],
         "support_batches": support_batches(rng, spec.support_size, spec.batch_size,
                                            spec.inner_steps),
     }
+
+  def _images(self, index, labels, turns, order):
+    """The images at `index` (grouped by task class, `labels`), each class rotated by its
+    `turns` quarter turns when the store asks for random rotations, in `order`."""
+    images = self.store.images[index]
+    if turns is not None:
+      images = np.stack([np.rot90(image, k=turns[label], axes=(0, 1))
+                         for image, label in zip(images, labels)])
+    return images[order]
 
   def _shapes(self):
     spec, image = self.spec, self.store.image_shape

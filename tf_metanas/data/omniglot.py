@@ -13,6 +13,10 @@ Splits:
   * "vinyals": characters (not alphabets) shuffled with a fixed seed and cut
     1028 / 172 / 423 of 1623 (the sizes of Vinyals et al. 2016 with the validation part
     of Snell et al. 2017; same proportions on a subset).
+  * "maml": the same, cut 1100 / 100 / 423 (the official MAML code: 1,200 characters for
+    meta-training, 100 of them held out for meta-validation, the other 423 for meta-test).
+    The REPTILE code trains on all 1,200 and validates on none; its configs use this
+    split too, so that meta-validation never sees a test or training character.
   * "lake": background alphabets for meta-training (the last sixth of them in sorted
     order, 5 of 30, held out for validation) and evaluation alphabets for meta-testing.
 """
@@ -29,7 +33,7 @@ from tf_metanas.data import images as images_lib
 from tf_metanas.data import store as store_lib
 
 IMAGE_SIZE = 28
-VINYALS_SIZES = (1028, 172, 423)
+SPLIT_SIZES = {"vinyals": (1028, 172, 423), "maml": (1100, 100, 423)}
 SUBSETS = ("background", "evaluation")
 _SOURCE_RE = re.compile(r"^images_(background|evaluation)(_small\d+)?(\.zip)?$")
 _MEMBER_RE = re.compile(r"^(?:[^/]+/)?([^/]+)/(character\d+)/([^/]+\.png)$")
@@ -121,11 +125,12 @@ def read_tfds(data_dir=None, download=False, size=IMAGE_SIZE):
   return {key: np.stack(images) for key, images in sorted(characters.items())}
 
 
-def _vinyals(keys):
+def _shuffled(keys, sizes):
+  """Characters shuffled with a fixed seed and cut in the proportions of `sizes`."""
   order = np.random.default_rng(0).permutation(len(keys))
-  total = sum(VINYALS_SIZES)
-  n_train = round(len(keys) * VINYALS_SIZES[0] / total)
-  n_val = round(len(keys) * VINYALS_SIZES[1] / total)
+  total = sum(sizes)
+  n_train = round(len(keys) * sizes[0] / total)
+  n_val = round(len(keys) * sizes[1] / total)
   cuts = np.split(order, [n_train, n_train + n_val])
   return {split: [keys[i] for i in sorted(part)] for split, part in zip(store_lib.SPLITS, cuts)}
 
@@ -157,12 +162,13 @@ def split(characters, split_name="vinyals", data_dir=""):
     A dict split -> ImageStore; classes named "<Alphabet>/characterNN", grouped by alphabet.
   """
   keys = list(characters)
-  if split_name == "vinyals":
-    parts = _vinyals(keys)
+  if split_name in SPLIT_SIZES:
+    parts = _shuffled(keys, SPLIT_SIZES[split_name])
   elif split_name == "lake":
     parts = _lake(keys, data_dir)
   else:
-    raise ValueError(f"unknown Omniglot split {split_name!r}; use 'vinyals' or 'lake'")
+    raise ValueError(f"unknown Omniglot split {split_name!r}; use one of "
+                     f"{sorted(SPLIT_SIZES) + ['lake']}")
   for name, part in parts.items():
     if not part:
       raise errors.DatasetNotFoundError(

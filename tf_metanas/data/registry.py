@@ -1,5 +1,6 @@
 """One entry point for every dataset: read from its source once, then from the `.npz` cache."""
 
+import dataclasses
 import hashlib
 import os
 import pathlib
@@ -18,6 +19,7 @@ DATASETS = ("glyphs", "omniglot", "mini_imagenet", "fc100")
 IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1), "mini_imagenet": (84, 84, 3),
                 "fc100": (32, 32, 3)}  # (H, W, C) of each dataset's images
 SOURCES = ("auto", "files", "tfds")
+ROTATIONS = ("none", "classes", "train_classes", "per_task")
 DATA_ENV = "TF_METANAS_DATA"
 _TFDS_NAMES = {"omniglot": "omniglot", "mini_imagenet": "mini_imagenet", "fc100": "cifar100"}
 
@@ -92,7 +94,12 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
     tfds_dir: TFDS data directory (default: TFDS's).
     seed: the glyph drawers' seed.
     omniglot_split: "vinyals" or "lake".
-    rotations: add 90/180/270-degree rotations as new classes (Omniglot, glyphs).
+    rotations: Omniglot / glyphs rotation protocol, one of ROTATIONS: "none" (or False);
+      "classes" (or True): 90/180/270-degree rotations as new classes in every split;
+      "train_classes": as new classes in meta-train only (the REPTILE code; meta-val and
+      meta-test unrotated); "per_task": every class of a task rotated by a random multiple
+      of 90 degrees, in every split (the MAML code), so a task never holds two rotations
+      of one character.
     refresh: ignore and overwrite the cache.
 
   Returns:
@@ -100,6 +107,10 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+  rotations = {False: "none", True: "classes"}.get(rotations, rotations)
+  if rotations not in ROTATIONS:
+    raise ValueError(f"unknown rotations {rotations!r} (load_splits.rotations); use one of "
+                     f"{ROTATIONS}")
   if source not in SOURCES:
     raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir(name)
@@ -118,6 +129,7 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
       splits = _read(name, source, data_dir, tfds_dir, download, omniglot_split)
     store_lib.check_disjoint(splits)
     store_lib.save_splits(splits, directory)
-  if rotations:
-    splits = {s: store.with_rotations() for s, store in splits.items()}
-  return splits
+  if rotations == "per_task":
+    return {s: dataclasses.replace(store, random_rotations=True) for s, store in splits.items()}
+  rotated = {"classes": set(splits), "train_classes": {"train"}}.get(rotations, set())
+  return {s: store.with_rotations() if s in rotated else store for s, store in splits.items()}

@@ -22,12 +22,15 @@ class ImageStore:
     labels: int32 array [N], the class index of each image in [0, num_classes).
     class_names: one unique name per class, e.g. "Greek/character01".
     class_groups: one group per class, e.g. the alphabet or the CIFAR superclass.
+    random_rotations: episodes rotate each class of a task by a random multiple of 90
+      degrees (the MAML code's Omniglot tasks); not stored on disk.
   """
 
   images: np.ndarray
   labels: np.ndarray
   class_names: tuple
   class_groups: tuple
+  random_rotations: bool = False
 
   def __post_init__(self):
     images, labels = np.asarray(self.images), np.asarray(self.labels, np.int32)
@@ -41,6 +44,8 @@ class ImageStore:
       raise ValueError("class names must be unique")
     if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
       raise ValueError("labels out of range of class_names")
+    if self.random_rotations and images.shape[1] != images.shape[2]:
+      raise ValueError(f"random rotations need square images, got {images.shape[1:3]}")
     object.__setattr__(self, "images", images)
     object.__setattr__(self, "labels", labels)
     object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
