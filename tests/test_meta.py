@@ -509,3 +509,26 @@ def test_meta_gradients_are_clipped_after_the_mean_over_tasks():
   assert clipped > 10  # the clip bites
   with pytest.raises(ValueError, match="Reptile has none"):
     _learner("reptile", meta_gradient_clip=10.0)
+
+
+def test_each_query_can_be_predicted_in_a_batch_with_the_support_set():
+  """REPTILE's non-transductive evaluation: query i's logits are the last row of the
+  network's output on [support set, query i]."""
+  task = _task(_batch(num_tasks=1, ways=3, shots=2, queries=2, steps=2))
+  learners = {mode: _learner("reptile", steps=2, query_batches=mode)
+              for mode in ("all", "each_with_support")}
+  adapted = {mode: l.adapt(task["support_images"], task["support_labels"])
+             for mode, l in learners.items()}
+  params = adapted["each_with_support"].params["weights"]
+  support = learner_lib.to_float(task["support_images"])
+  queries = learner_lib.to_float(task["query_images"])
+  expected = np.stack([learners["all"].model.functional_call(
+      params, tf.concat([support, queries[i:i + 1]], 0))[-1] for i in range(6)])
+  got = adapted["each_with_support"].predict(task["query_images"])
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  transductive = adapted["all"].predict(task["query_images"])
+  assert not np.allclose(transductive, got, atol=1e-4)  # other batch statistics
+  outputs = learners["each_with_support"].evaluate_batch(_batch(num_tasks=2, queries=2))
+  assert outputs["accuracy"].shape == (2,)
+  with pytest.raises(ValueError, match="unknown query_batches 'one'"):
+    _learner("reptile", query_batches="one")

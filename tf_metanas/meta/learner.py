@@ -37,6 +37,7 @@ from tf_metanas.meta import inner_loop
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 LOSS_REDUCTIONS = ("mean", "sum_over_shots")
+QUERY_BATCHES = ("all", "each_with_support")
 METRICS = ("query_loss", "query_accuracy", "support_loss_first", "support_loss_last")
 
 
@@ -157,6 +158,10 @@ class MetaLearner:
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
+    query_batches: how predictions after adaptation are batched (with batch statistics in
+      BatchNorm): "all" queries of a task in one batch (transductive: MAML, REPTILE's
+      --transductive), or "each_with_support": every query in a batch with the whole
+      support set, its own prediction taken (REPTILE's non-transductive evaluation).
     warmup_iterations: for the first this many meta-iterations the groups in
       `warmup_frozen` are neither adapted in the inner loop nor meta-updated (METANAS
       App. A.2: no architecture adaptation for the first half of meta-training).
@@ -191,13 +196,15 @@ class MetaLearner:
                per_step_bn_statistics=False, per_step_bn_weights=False, transductive=True,
                warmup_iterations=0, warmup_frozen=("arch",), meta_test_regularization=False,
                carry_inner_state=False, loss_reduction="mean", meta_gradient_clip=None,
-               jit_compile=False):
+               query_batches="all", jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
                                    per_step_bn_statistics or per_step_bn_weights):
       raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics and "
                        "weights are MAML++ options: use MAML or first-order MAML")
+    if query_batches not in QUERY_BATCHES:
+      raise ValueError(f"unknown query_batches {query_batches!r}; use one of {QUERY_BATCHES}")
     if loss_reduction not in LOSS_REDUCTIONS:
       raise ValueError(f"unknown loss_reduction {loss_reduction!r}; use one of {LOSS_REDUCTIONS}")
     if algorithm == "reptile" and meta_gradient_clip:
@@ -259,6 +266,7 @@ class MetaLearner:
       self.meta_optimizers[name] = optimizer
     self.meta_test_regularization = bool(meta_test_regularization)
     self.loss_reduction, self.meta_gradient_clip = loss_reduction, meta_gradient_clip
+    self.query_batches = query_batches
     self.inner_state = self._state_variables() if carry_inner_state else {}
     self._train_fns, self._adapt_fns = {}, {}
     self.jit_compile = bool(jit_compile)
@@ -561,16 +569,24 @@ class MetaLearner:
 
   # ---- adaptation to new tasks ----------------------------------------------------------
 
-  def final_logits(self, params, images, protocol=None):
+  def final_logits(self, params, images, protocol=None, support_images=None):
     """Logits of a model adapted with `protocol` (default: the test phases) to parameters
-    `params`, on new float images: the prediction after adaptation."""
+    `params`, on new float images: the prediction after adaptation, batched as
+    `query_batches` says (each with the float `support_images` if so)."""
     protocol = protocol or self.protocol()
-    return self.forward(self.model, params, images, protocol.num_steps, protocol)
+    predict = lambda batch: self.forward(self.model, params, batch, protocol.num_steps, protocol)
+    if self.query_batches == "all":
+      return predict(images)
+    if support_images is None:
+      raise ValueError("query_batches='each_with_support' predicts with the support images")
+    return tf.map_fn(lambda image: predict(tf.concat([support_images, image[None]], 0))[-1],
+                     images)
 
   def _evaluate_task(self, task, params, protocol):
     """Per-task evaluation outputs after adaptation: query loss and accuracy (methods add
     their own, e.g. the adapted architecture)."""
-    logits = self.final_logits(params, to_float(task["query_images"]), protocol)
+    logits = self.final_logits(params, to_float(task["query_images"]), protocol,
+                               to_float(task["support_images"]))
     return {"loss": cross_entropy(logits, task["query_labels"]),
             "accuracy": accuracy(logits, task["query_labels"])}
 
@@ -632,7 +648,7 @@ class MetaLearner:
           lambda t: self._adapt_loop(t, self._initial_params(), protocol,
                                      self._carried_state())[:2], autograph=False)
     final, losses = self._adapt_fns[protocol](task)
-    return AdaptedModel(self, final, losses.numpy().tolist(), protocol)
+    return AdaptedModel(self, final, losses.numpy().tolist(), protocol, to_float(images))
 
   def episode_spec(self, spec, training=True):
     """`spec` with as many inner mini-batches as the train (or test) phases take steps."""
@@ -655,15 +671,15 @@ class MetaLearner:
 class AdaptedModel:
   """A meta-learned model adapted to one task: parameters held as tensors."""
 
-  def __init__(self, learner, params, support_losses, protocol):
+  def __init__(self, learner, params, support_losses, protocol, support_images):
     self.learner, self.params, self.support_losses = learner, params, support_losses
-    self.protocol = protocol
+    self.protocol, self.support_images = protocol, support_images
 
   def predict(self, images):
     """Logits for `images` (uint8 or float in [0, 255]); batch statistics in BatchNorm, as
-    during adaptation (transductive, as MAML and REPTILE evaluate)."""
+    during adaptation, batched as the learner's `query_batches` says."""
     return self.learner.final_logits(self.params, to_float(tf.convert_to_tensor(images)),
-                                     self.protocol)
+                                     self.protocol, self.support_images)
 
   def accuracy(self, images, labels):
     return float(accuracy(self.predict(images), tf.convert_to_tensor(labels, tf.int32)))

@@ -211,15 +211,18 @@ class Runner:
   def protocol(self):
     """The meta-test protocol, as results.json states it: episodes (ways, shots, queries
     per class, inner mini-batch size), inner steps per phase and the groups each adapts,
-    whether BatchNorm normalizes with the statistics of the batch evaluated (transductive:
-    the queries of a task form one batch), the number of test tasks."""
+    whether BatchNorm normalizes with the statistics of the batch evaluated and how the
+    queries are batched (all of a task's at once, or each with the support set), the number
+    of test tasks."""
     spec, learner = self.samplers["test"].spec, self.learner
     return {"num_ways": spec.num_ways, "num_shots": spec.num_shots,
             "num_queries": spec.num_queries,
             "inner_batch_size": spec.inner_batch_size or spec.support_size,
             "phases": [{"steps": p.steps, "groups": list(p.groups)} for p in learner.test_phases],
             "transductive_batch_norm": learner.transductive,
-            "query_batch_size": spec.query_size if learner.transductive else None,
+            "query_batches": learner.query_batches,
+            "query_batch_size": (spec.query_size if learner.query_batches == "all"
+                                 else spec.support_size + 1),
             "num_tasks": self.test_tasks}
 
   def test(self, results_name="results.json"):
