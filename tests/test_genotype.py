@@ -12,6 +12,7 @@ from tf_metanas.search import Genotype
 from tf_metanas.search import autometa_network
 from tf_metanas.search import maml_network
 from tf_metanas.search import mamlpp_network
+from tf_metanas.search import baselines
 from tf_metanas.search import reptile_network
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import visualize
@@ -139,6 +140,8 @@ def test_autometa_and_reptile_networks():
                              rtol=1e-4, atol=1e-5)  # ImageNet mean / std on the inputs
   assert not np.allclose(relu(standardized, training=True),
                          plain(standardized, training=True))  # leaky differs
+  leaky = baselines.ACTIVATIONS["leaky_relu"](np.array([-2.0, 3.0], np.float32))
+  np.testing.assert_allclose(leaky, [-0.02, 3.0])  # PyTorch's default slope, 0.01
 
 
 def test_summary_lists_each_node_on_one_line():

@@ -489,6 +489,22 @@ def test_sum_over_shots_loss_is_n_times_the_mean_on_a_full_support_set():
   once.test_phases = (inner_loop.Phase(1),)
   other = once.adapt(task["support_images"], task["support_labels"]).params["weights"]
   assert not np.allclose(other[0], adapted["mean"]["weights"][0], atol=1e-5)
+  # inner mini-batches of 3 of the 6 support images: sum / K = 3/2 x the mean
+  half = {}
+  for reduction, lr in (("sum_over_shots", 0.2), ("mean", 0.3)):
+    learner = _learner("maml", steps=1, lr=lr, loss_reduction=reduction)
+    half[reduction] = learner.adapt(task["support_images"], task["support_labels"],
+                                    phases=(inner_loop.Phase(2),), inner_batch_size=3).params
+  np.testing.assert_allclose(half["sum_over_shots"]["weights"][0], half["mean"]["weights"][0],
+                             rtol=1e-4, atol=1e-6)
+  # the query loss: 5 queries per class at K = 1, sum / K = 15 x the mean (the same
+  # adaptation: lr 0.1 on the sum is lr 0.3 on the mean for a 3-way 1-shot support set)
+  one_shot = _task(_batch(num_tasks=1, ways=3, shots=1, queries=5, steps=1))
+  metrics = {reduction: _learner("maml", steps=1, lr=lr, loss_reduction=reduction).task_update(
+      one_shot, first_order=False)[1] for reduction, lr in (("sum_over_shots", 0.1),
+                                                            ("mean", 0.3))}
+  assert float(metrics["sum_over_shots"]["query_loss"]) == pytest.approx(
+      15 * float(metrics["mean"]["query_loss"]), rel=1e-4)
   with pytest.raises(ValueError, match="unknown loss_reduction 'sum'"):
     _learner("maml", loss_reduction="sum")
 

@@ -156,7 +156,6 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
     np.testing.assert_array_equal(actual[name], value, err_msg=name)
 
 
-@pytest.mark.slow
 def test_a_checkpoint_of_another_configuration_is_refused_clearly(tmp_path):
   shots = "TRAIN_SHOTS = 2"
   _tiny_runner(tmp_path, "reptile.gin", [shots, "MetaLearner.carry_inner_state = False"]).train()
@@ -165,6 +164,7 @@ def test_a_checkpoint_of_another_configuration_is_refused_clearly(tmp_path):
     runner.restore()
 
 
+@pytest.mark.slow
 def test_evaluate_binary_meta_tests_a_trained_dir_with_other_shots(tmp_path):
   trained = subprocess.run(_train_command(tmp_path, "Runner.network = @Conv4",
                                           "Conv4.filters = 4"),
@@ -230,10 +230,12 @@ def test_every_experiment_runs_tiny(path, tmp_path):
 
 
 @pytest.mark.parametrize("name, train_queries, test_queries, test_batch", [
-    ("maml_omniglot_5w1s", 1, 1, 5), ("maml_omniglot_20w5s", 5, 5, 100),
+    ("maml_omniglot_5w1s", 1, 1, 5), ("maml_omniglot_5w5s", 5, 5, 25),
+    ("maml_omniglot_20w1s", 1, 1, 20), ("maml_omniglot_20w5s", 5, 5, 100),
     ("maml_mini_imagenet_5w1s", 15, 1, 5), ("maml_mini_imagenet_5w5s", 15, 5, 25),
     ("mamlpp_mini_imagenet_5w1s", 15, 15, 5), ("reptile_omniglot_5w1s", 1, 1, 5),
     ("reptile_omniglot_20w1s", 1, 1, 10), ("reptile_omniglot_5w5s", 1, 1, 5),
+    ("reptile_omniglot_20w5s", 1, 1, 10), ("reptile_mini_imagenet_5w1s", 1, 1, 5),
     ("reptile_mini_imagenet_5w5s", 1, 1, 15)])
 def test_baseline_episodes_are_the_official_codes(name, train_queries, test_queries, test_batch):
   _parse(ROOT / "gin_configs" / "experiments" / "baselines" / f"{name}.gin")

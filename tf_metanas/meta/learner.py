@@ -500,18 +500,22 @@ class MetaLearner:
         # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
         part = [-d for d in part]
       elif self.meta_gradient_clip:
-        part = self._clipped(part)
+        part = self._clipped(part, name)
       self.meta_optimizers[name].apply_gradients(zip(part, variables))
     return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
 
-  def _clipped(self, shares):
-    """Replica shares whose sum (the optimizer's all-reduce) is the clipped mean
-    meta-gradient: the mean is summed here first, since clipping does not commute with it."""
+  def _clipped(self, shares, name):
+    """Replica shares of group `name` whose sum (the optimizer's all-reduce) is the mean
+    meta-gradient clipped, except for the learnable inner rates (MAML++ clamps the network's
+    parameters only): the mean is summed here first, since clipping does not commute with
+    it."""
     replicas = self.strategy.num_replicas_in_sync
     if replicas > 1:
       shares = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, shares)
     clip = float(self.meta_gradient_clip)
-    return [tf.clip_by_value(g, -clip, clip) / replicas for g in shares]
+    rates = {id(v) for v in self.inner_lrs.get(name, [])}
+    return [(g if id(v) in rates else tf.clip_by_value(g, -clip, clip)) / replicas
+            for g, v in zip(shares, self._meta_variables(name))]
 
   def task_update(self, task, first_order=None, warmup=False, unroll=False, multi_step=None,
                   state=None):
