@@ -120,8 +120,10 @@ def test_autometa_and_reptile_networks():
   maml = maml_network(5)
   maml.build((None, 28, 28, 1))
   assert maml(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 5)
-  assert sum(int(np.prod(v.shape)) for v in maml.weight_variables) == (
-      (9 * 1 * 64 + 64 + 128) + 3 * (9 * 64 * 64 + 64 + 128) + (64 * 5 + 5))
+  assert sum(int(np.prod(v.shape)) for v in maml.weight_variables) == (  # BN: shifts only
+      (9 * 1 * 64 + 64 + 64) + 3 * (9 * 64 * 64 + 64 + 64) + (64 * 5 + 5))
+  assert maml.norms[0].epsilon == 1e-3
+  assert 0.8 < np.std(maml.classifier.kernel.numpy()) < 1.2  # N(0, 1), as cbfinn's w5
   maml_mini = maml_network(5, "mini_imagenet")
   maml_mini.build((None, 84, 84, 3))
   assert maml_mini.classifier.kernel.shape == (5 * 5 * 32, 5)

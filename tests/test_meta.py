@@ -548,3 +548,21 @@ def test_each_query_can_be_predicted_in_a_batch_with_the_support_set():
   assert outputs["accuracy"].shape == (2,)
   with pytest.raises(ValueError, match="unknown query_batches 'one'"):
     _learner("reptile", query_batches="one")
+
+
+def test_batch_norm_kept_out_of_the_inner_loop_is_still_meta_learned():
+  learner = _learner("maml", steps=2, lr=0.3, adapt_batch_norm=False)
+  task = _task(_batch(num_tasks=1, steps=2))
+  adapted = learner.adapt(task["support_images"], task["support_labels"])
+  moved = {}
+  for variable, value in zip(learner.variables["weights"], adapted.params["weights"]):
+    moved[variable.path] = not np.allclose(np.array(variable), np.array(value))
+  norms = [path for path in moved if "batch_norm" in path]
+  assert len(norms) == 8 and not any(moved[p] for p in norms)  # gammas, betas: not adapted
+  assert sum(moved.values()) >= 8  # kernels, biases, classifier: adapted
+  grads = learner.task_update(task, first_order=False)[0]
+  for variable, grad in zip(learner.variables["weights"], grads):
+    if "beta" in variable.path:
+      assert np.abs(np.array(grad)).max() > 1e-6  # meta-learned from the query loss
+  with pytest.raises(ValueError, match="Reptile has not"):
+    _learner("reptile", adapt_batch_norm=False)

@@ -158,6 +158,9 @@ class MetaLearner:
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
+    adapt_batch_norm: False keeps the BatchNorm scales and shifts out of the inner loop:
+      only meta-learned (the official MAML code, whose BatchNorm shifts are not among its
+      fast weights). MAML / first-order MAML.
     query_batches: how predictions after adaptation are batched (with batch statistics in
       BatchNorm): "all" queries of a task in one batch (transductive: MAML, REPTILE's
       --transductive), or "each_with_support": every query in a batch with the whole
@@ -196,7 +199,7 @@ class MetaLearner:
                per_step_bn_statistics=False, per_step_bn_weights=False, transductive=True,
                warmup_iterations=0, warmup_frozen=("arch",), meta_test_regularization=False,
                carry_inner_state=False, loss_reduction="mean", meta_gradient_clip=None,
-               query_batches="all", jit_compile=False):
+               adapt_batch_norm=True, query_batches="all", jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
@@ -207,6 +210,9 @@ class MetaLearner:
       raise ValueError(f"unknown query_batches {query_batches!r}; use one of {QUERY_BATCHES}")
     if loss_reduction not in LOSS_REDUCTIONS:
       raise ValueError(f"unknown loss_reduction {loss_reduction!r}; use one of {LOSS_REDUCTIONS}")
+    if algorithm == "reptile" and not adapt_batch_norm:
+      raise ValueError("adapt_batch_norm=False meta-learns BatchNorm parameters from query "
+                       "gradients, which Reptile has not: use MAML or first-order MAML")
     if algorithm == "reptile" and meta_gradient_clip:
       raise ValueError("meta_gradient_clip clips MAML meta-gradients; Reptile has none")
     if not transductive and not per_step_bn_statistics:
@@ -266,6 +272,9 @@ class MetaLearner:
       self.meta_optimizers[name] = optimizer
     self.meta_test_regularization = bool(meta_test_regularization)
     self.loss_reduction, self.meta_gradient_clip = loss_reduction, meta_gradient_clip
+    bn_ids = set() if adapt_batch_norm else {id(v) for v in _batch_norm_affine(model)}
+    self._frozen = {name: {i for i, v in enumerate(self.variables[name]) if id(v) in bn_ids}
+                    for name in self.groups}
     self.query_batches = query_batches
     self.inner_state = self._state_variables() if carry_inner_state else {}
     self._train_fns, self._adapt_fns = {}, {}
@@ -339,6 +348,20 @@ class MetaLearner:
       self._recorded.setdefault(step, updated)
     return logits
 
+  def _inner_rates(self):
+    """Per-group, per-tensor vectors of per-step inner learning rates: the learnable ones
+    (LSLR) or the group's rate, 0 for tensors kept out of the inner loop; None when every
+    group simply uses its scalar rate."""
+    if not self.inner_lrs and not any(self._frozen.values()):
+      return None
+    rates = {}
+    for name, group in self.groups.items():
+      vectors = self.inner_lrs.get(name) or [tf.constant([float(group.learning_rate)])
+                                             for _ in self.variables[name]]
+      rates[name] = [tf.zeros_like(v) if i in self._frozen[name] else v
+                     for i, v in enumerate(vectors)]
+    return rates
+
   def _extra_meta_variables(self, name):
     """Meta-learned but not adapted: a group's learnable inner lrs (and per-step BatchNorm
     scales and shifts for the weights)."""
@@ -408,7 +431,7 @@ class MetaLearner:
     with tf.GradientTape() as tape:
       tape.watch(sources)
       trajectory, losses, state = self._adapt(task, params, protocol, first_order,
-                                              self.inner_lrs or None, state)
+                                              self._inner_rates(), state)
       if multi_step:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
         query = [self._query(task, trajectory[s + 1], s + 1, protocol) for s in range(steps)]
@@ -430,7 +453,7 @@ class MetaLearner:
     per-step inner learning rates if any (steps past the meta-trained ones use the last)."""
     return inner_loop.adapt_loop(self._support_loss(task, protocol), params, self.groups,
                                  protocol.phases, joint=self.joint, state=state,
-                                 learning_rates=self.inner_lrs or None)
+                                 learning_rates=self._inner_rates())
 
   def _reptile_task(self, task, phases, unroll=False, state=None):
     """Reptile direction of one task: U^k(theta) - theta."""

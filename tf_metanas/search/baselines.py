@@ -42,11 +42,16 @@ class Conv4(functional.FunctionalModel):
     activation: "relu", or "leaky_relu" (slope 0.01, PyTorch's default: MAML++).
     input_mean, input_std: per-channel statistics the [0, 1] inputs are normalized with,
       (x - mean) / std (MAML++ on mini-ImageNet: ImageNet's); None: inputs as they are.
+    bn_scale: BatchNorms with a scale (False: shift only, the official MAML code's
+      tf.contrib batch_norm).
+    bn_epsilon: BatchNorm epsilon (the official MAML code: 1e-3).
+    classifier_init: Keras initializer of the classifier's kernel (the official MAML
+      code's Omniglot head: RandomNormal(stddev=1)).
   """
 
   def __init__(self, num_classes, filters=64, downsample="stride", head="flatten",
                pool_padding="same", activation="relu", input_mean=None, input_std=None,
-               **kwargs):
+               bn_scale=True, bn_epsilon=1e-5, classifier_init="glorot_uniform", **kwargs):
     super().__init__(**kwargs)
     if (downsample not in ("stride", "pool") or head not in ("flatten", "mean") or
         pool_padding not in ("same", "valid") or activation not in ACTIVATIONS):
@@ -63,10 +68,13 @@ class Conv4(functional.FunctionalModel):
     self.input_std = None if input_std is None else tuple(float(s) for s in input_std)
     stride = 2 if downsample == "stride" else 1
     self.convs = [layers.Conv2D(filters, 3, strides=stride, padding="same") for _ in range(4)]
-    self.norms = [batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5) for _ in range(4)]
+    self.bn_scale, self.bn_epsilon = bool(bn_scale), float(bn_epsilon)
+    self.classifier_init = classifier_init
+    self.norms = [batch_norm.BatchNorm(momentum=0.9, epsilon=bn_epsilon, scale=bn_scale)
+                  for _ in range(4)]
     self.pools = [layers.MaxPooling2D(2, padding=pool_padding) for _ in range(4)]
     self.reduce = layers.Flatten() if head == "flatten" else layers.GlobalAveragePooling2D()
-    self.classifier = layers.Dense(num_classes)
+    self.classifier = layers.Dense(num_classes, kernel_initializer=classifier_init)
 
   def build(self, input_shape):
     shape = tuple(input_shape)
@@ -92,7 +100,10 @@ class Conv4(functional.FunctionalModel):
     return {**super().get_config(), "num_classes": self.num_classes, "filters": self.filters,
             "downsample": self.downsample, "head": self.head,
             "pool_padding": self.pool_padding, "activation": self.activation,
-            "input_mean": self.input_mean, "input_std": self.input_std}
+            "input_mean": self.input_mean, "input_std": self.input_std,
+            "bn_scale": self.bn_scale, "bn_epsilon": self.bn_epsilon,
+            "classifier_init": keras.initializers.serialize(
+                keras.initializers.get(self.classifier_init))}
 
 
 def reptile_network(num_classes, dataset="omniglot"):
@@ -105,11 +116,15 @@ def reptile_network(num_classes, dataset="omniglot"):
 
 def maml_network(num_classes, dataset="omniglot"):
   """The MAML models (cbfinn/maml): Omniglot 4 x (64 filters, stride 2) averaged over space
-  into the classifier; mini-ImageNet 4 x (32 filters, 2x2 max pooling with VALID padding:
-  5x5 maps) flattened."""
+  into a classifier initialized N(0, 1); mini-ImageNet 4 x (32 filters, 2x2 max pooling
+  with VALID padding: 5x5 maps) flattened; BatchNorms without scale, epsilon 1e-3 (its
+  shifts are meta-learned, not adapted: `MetaLearner.adapt_batch_norm = False`)."""
+  batch_norm_args = {"bn_scale": False, "bn_epsilon": 1e-3}
   if dataset in ("omniglot", "glyphs"):
-    return Conv4(num_classes, filters=64, downsample="stride", head="mean")
-  return Conv4(num_classes, filters=32, downsample="pool", head="flatten", pool_padding="valid")
+    return Conv4(num_classes, filters=64, downsample="stride", head="mean",
+                 classifier_init=keras.initializers.RandomNormal(stddev=1.0), **batch_norm_args)
+  return Conv4(num_classes, filters=32, downsample="pool", head="flatten", pool_padding="valid",
+               **batch_norm_args)
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
