@@ -89,12 +89,15 @@ def test_vinyals_split_cuts_characters_in_proportion(omniglot_dir):
 
 
 @pytest.mark.parametrize("name, sizes", [("vinyals", [1028, 172, 423]),
-                                         ("maml", [1100, 100, 423])])
+                                         ("maml", [1100, 100, 423]),
+                                         ("reptile", [1200, 0, 423])])
 def test_shuffled_splits_have_the_paper_sizes_on_full_omniglot(name, sizes):
   characters = {("background", f"A{i // 20}", f"character{i % 20:02d}"):
                 np.zeros((1, 2, 2, 1), np.uint8) for i in range(1623)}
   splits = omniglot.split(characters, name)
   assert [splits[s].num_classes for s in data.SPLITS] == sizes
+  vinyals = omniglot.split(characters, "vinyals")  # one shuffle: the same test characters
+  assert splits["test"].class_names == vinyals["test"].class_names
 
 
 def test_lake_split_uses_background_for_training_and_evaluation_for_testing(omniglot_dir):

@@ -98,5 +98,11 @@ def test_rotation_protocols_of_maml_and_reptile(omniglot_dir):
   for split in data.SPLITS:  # same classes, rotated inside each task
     assert maml[split].class_names == plain[split].class_names
     assert maml[split].random_rotations
+  no_val = data.load_dataset("omniglot", data_dir=omniglot_dir, omniglot_split="reptile",
+                             rotations="train_classes")
+  assert no_val["val"].num_classes == 0 and no_val["val"].image_shape == (28, 28, 1)
+  cached = data.load_dataset("omniglot", data_dir=omniglot_dir, omniglot_split="reptile")
+  assert cached["val"].num_classes == 0  # the empty split survives the cache
+  assert no_val["train"].num_classes == 4 * cached["train"].num_classes
   with pytest.raises(ValueError, match=r"unknown rotations 'some'.*load_splits.rotations"):
     data.load_dataset("omniglot", data_dir=omniglot_dir, rotations="some")

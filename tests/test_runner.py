@@ -156,6 +156,15 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
     np.testing.assert_array_equal(actual[name], value, err_msg=name)
 
 
+def test_splits_without_meta_validation_need_eval_every_zero(tmp_path):
+  splits = synthetic.prototype_splits(num_classes=(12, 6, 6), size=8)
+  splits["val"] = data.ImageStore.from_classes([], splits["val"].image_shape)
+  with pytest.raises(data.EpisodeSpecError, match="Runner.eval_every = 1.*eval_every = 0"):
+    _tiny_runner(tmp_path, splits=splits)
+  runner = _tiny_runner(tmp_path, params=["Runner.eval_every = 0"], splits=splits)
+  assert runner.run()["num_tasks"] == 4
+
+
 def test_a_checkpoint_of_another_configuration_is_refused_clearly(tmp_path):
   shots = "TRAIN_SHOTS = 2"
   _tiny_runner(tmp_path, "reptile.gin", [shots, "MetaLearner.carry_inner_state = False"]).train()

@@ -15,8 +15,8 @@ Splits:
     of Snell et al. 2017; same proportions on a subset).
   * "maml": the same, cut 1100 / 100 / 423 (the official MAML code: 1,200 characters for
     meta-training, 100 of them held out for meta-validation, the other 423 for meta-test).
-    The REPTILE code trains on all 1,200 and validates on none; its configs use this
-    split too, so that meta-validation never sees a test or training character.
+  * "reptile": the same, cut 1200 / 0 / 423 (the official REPTILE code: no
+    meta-validation split; runs on it must set Runner.eval_every = 0).
   * "lake": background alphabets for meta-training (the last sixth of them in sorted
     order, 5 of 30, held out for validation) and evaluation alphabets for meta-testing.
 """
@@ -33,7 +33,8 @@ from tf_metanas.data import images as images_lib
 from tf_metanas.data import store as store_lib
 
 IMAGE_SIZE = 28
-SPLIT_SIZES = {"vinyals": (1028, 172, 423), "maml": (1100, 100, 423)}
+SPLIT_SIZES = {"vinyals": (1028, 172, 423), "maml": (1100, 100, 423),
+               "reptile": (1200, 0, 423)}
 SUBSETS = ("background", "evaluation")
 _SOURCE_RE = re.compile(r"^images_(background|evaluation)(_small\d+)?(\.zip)?$")
 _MEMBER_RE = re.compile(r"^(?:[^/]+/)?([^/]+)/(character\d+)/([^/]+\.png)$")
@@ -169,11 +170,13 @@ def split(characters, split_name="vinyals", data_dir=""):
   else:
     raise ValueError(f"unknown Omniglot split {split_name!r}; use one of "
                      f"{sorted(SPLIT_SIZES) + ['lake']}")
+  intended_empty = {"val"} if SPLIT_SIZES.get(split_name, (1, 1, 1))[1] == 0 else set()
   for name, part in parts.items():
-    if not part:
+    if not part and name not in intended_empty:
       raise errors.DatasetNotFoundError(
           f"Omniglot split {split_name!r} leaves meta-{name} empty with the "
           f"{len(keys)} characters found in {data_dir}. " + HOW_TO_GET.format(data_dir=data_dir))
+  image_shape = next(iter(characters.values())).shape[1:]
   return {name: store_lib.ImageStore.from_classes(
-      (f"{a}/{c}", a, characters[(s, a, c)]) for s, a, c in part)
+      ((f"{a}/{c}", a, characters[(s, a, c)]) for s, a, c in part), image_shape)
           for name, part in parts.items()}

@@ -52,14 +52,18 @@ class ImageStore:
     object.__setattr__(self, "class_groups", tuple(str(g) for g in self.class_groups))
 
   @classmethod
-  def from_classes(cls, classes):
-    """Builds a store from an iterable of (name, group, uint8 images [n, H, W, C])."""
+  def from_classes(cls, classes, image_shape=None):
+    """Builds a store from an iterable of (name, group, uint8 images [n, H, W, C]); with
+    `image_shape` (H, W, C), no classes make an empty store (a split a protocol leaves
+    empty, e.g. REPTILE's meta-validation)."""
     names, groups, images, labels = [], [], [], []
     for index, (name, group, class_images) in enumerate(classes):
       names.append(name)
       groups.append(group)
       images.append(np.asarray(class_images, np.uint8))
       labels.append(np.full(len(class_images), index, np.int32))
+    if not images and image_shape is not None:
+      return cls(np.zeros((0,) + tuple(image_shape), np.uint8), np.zeros(0, np.int32), (), ())
     if not images:
       raise ValueError("a store needs at least one class")
     return cls(np.concatenate(images), np.concatenate(labels), tuple(names), tuple(groups))
@@ -141,6 +145,8 @@ class ImageStore:
 
 def summarize(store):
   """A one-line description: classes, images, groups, image shape."""
+  if not store.num_classes:
+    return f"no classes, images {store.image_shape}"
   per_class = store.images_per_class
   return (f"{store.num_classes} classes, {store.images.shape[0]} images "
           f"({per_class.min()}-{per_class.max()} per class), {len(store.groups)} groups, "

@@ -67,7 +67,8 @@ class Runner:
     test_spec: EpisodeSpec of meta-validation / meta-test tasks.
     meta_batch_size: tasks per meta-iteration (a multiple of the number of replicas).
     num_iterations: meta-iterations in all.
-    eval_every: meta-iterations between meta-validations (0: never).
+    eval_every: meta-iterations between meta-validations (0: never; needed when the
+      splits have no meta-validation classes).
     eval_tasks: tasks per meta-validation.
     test_tasks: tasks of the final meta-test (>= 600 by default, as the papers report).
     test_batch_size: tasks adapted per compiled evaluation call (split over the replicas).
@@ -107,9 +108,16 @@ class Runner:
     # Every spec is checked against its split here, before any training.
     self.samplers = {
         "train": episodes_lib.EpisodeSampler(splits["train"], train_spec, seed, "meta-train"),
-        "val": episodes_lib.EpisodeSampler(splits["val"], test_spec, seed + 1, "meta-val"),
         "test": episodes_lib.EpisodeSampler(splits["test"], test_spec, seed + 2, "meta-test"),
     }
+    if splits["val"].num_classes:
+      self.samplers["val"] = episodes_lib.EpisodeSampler(splits["val"], test_spec, seed + 1,
+                                                         "meta-val")
+    elif self.eval_every:
+      raise errors.EpisodeSpecError(
+          f"Runner.eval_every = {self.eval_every} meta-validates, but this dataset split has "
+          f"no meta-validation classes (e.g. Omniglot's 'reptile' split, as REPTILE "
+          f"validates on none): set Runner.eval_every = 0 or use a split with a val part")
     self.checkpoint = tf.train.Checkpoint(**self.learner.checkpoint_items())
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.model_dir),
                                               max_to_keep=max_checkpoints)
