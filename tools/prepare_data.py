@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging
 
 from tf_metanas import data
+from tf_metanas.data import omniglot
 
 _DATASET = flags.DEFINE_enum("dataset", "glyphs", data.DATASETS, "Dataset to prepare.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the raw files.")
@@ -18,7 +19,8 @@ _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Cache root (default ~/.cach
 _TFDS_DIR = flags.DEFINE_string("tfds_dir", None, "TFDS data directory.")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Allow TFDS to download the dataset.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the glyph drawers.")
-_OMNIGLOT_SPLIT = flags.DEFINE_enum("omniglot_split", "vinyals", ["vinyals", "lake"],
+_OMNIGLOT_SPLIT = flags.DEFINE_enum("omniglot_split", "vinyals",
+                                    sorted(omniglot.SPLIT_SIZES) + ["lake"],
                                     "Omniglot class split.")
 _REFRESH = flags.DEFINE_bool("refresh", False, "Rebuild even if cached.")
 _SHEET = flags.DEFINE_string("contact_sheet", None,
