@@ -54,6 +54,15 @@ class Protocol:
   def num_steps(self):
     return total_steps(self.phases)
 
+  def truncated(self, steps):
+    """The protocol of its first `steps` inner steps (a query after them is a query)."""
+    phases, left = [], steps
+    for phase in self.phases:
+      if left > 0:
+        phases.append(dataclasses.replace(phase, steps=min(phase.steps, left)))
+      left -= phase.steps
+    return dataclasses.replace(self, phases=tuple(phases))
+
   def steps_of(self, group):
     """The number of inner steps that update `group`."""
     return sum(p.steps for p in self.phases if group in p.groups)

@@ -146,15 +146,17 @@ class MetaLearner:
       `inner_loop.Protocol`; methods plug their parametrization (e.g. temperature-annealed
       mixtures) in here.
     per_step_bn_statistics: MAML++ per-step BatchNorm running statistics: one copy of the
-      model's moving statistics per inner step (and one for the query after the last),
-      each updated from the batch moments seen at that step during meta-training (MAML /
-      first-order MAML; with the default forward only). Normalization still uses batch
-      statistics unless `transductive` is False.
+      model's moving statistics per inner step s (the support pass of step s and the query
+      after its update use slot s, as the official code), each updated from the support
+      batch moments of that step during meta-training (the official code also updates them
+      from its target batches, which its always-transductive normalization never reads)
+      (MAML / first-order MAML; with the default forward only). Normalization still uses
+      batch statistics unless `transductive` is False.
     per_step_bn_weights: MAML++ per-step BatchNorm weights and biases (BNWB): one copy of
-      every BatchNorm scale and shift per inner step (and one for the query after the
-      last), meta-learned with the weights and not adapted in the inner loop (MAML /
-      first-order MAML; with the default forward only). They replace the model's own
-      BatchNorm scales and shifts, which stay at their initial values.
+      every BatchNorm scale and shift per inner step, in the same slots, meta-learned with
+      the weights and not adapted in the inner loop (MAML / first-order MAML; with the
+      default forward only). They replace the model's own BatchNorm scales and shifts,
+      which stay at their initial values.
     transductive: normalize with the batch statistics of whatever batch is evaluated (MAML
       and REPTILE's protocol). False needs per_step_bn_statistics: adaptation and query
       predictions then normalize with the running statistics of their inner step.
@@ -249,7 +251,7 @@ class MetaLearner:
                                for i in range(len(self.variables[name]))]
                         for name, g in self.groups.items()}
     self.bn_statistics, self._recorded = [], None
-    slots = inner_loop.total_steps(self.train_phases) + 1
+    slots = inner_loop.total_steps(self.train_phases)
     if per_step_bn_statistics:
       self.bn_statistics = [
           tf.Variable(tf.stack([v.value] * slots), trainable=False, name=f"bn_statistics_{i}")
@@ -330,13 +332,15 @@ class MetaLearner:
     """Default forward with the BatchNorm statistics (BNRS) and scales and shifts (BNWB) of
     inner step `step`, where they are per step (MAML++).
 
-    While meta-training (`self._recorded` is a dict) it normalizes with batch statistics
-    and records each step's updated statistics; otherwise it normalizes with batch
-    statistics if transductive, else with the step's running statistics (steps past the
-    meta-training ones use the last).
+    The support pass of step s uses slot s, a query after s + 1 updates slot s (steps past
+    the meta-trained ones use the last slot). While meta-training (`self._recorded` is a
+    dict) it normalizes with batch statistics and records each support pass's updated
+    statistics; otherwise it normalizes with batch statistics if transductive, else with
+    the slot's running statistics.
     """
-    last = inner_loop.total_steps(self.train_phases)
-    slot = tf.minimum(tf.cast(step, tf.int32), last)
+    query = is_query(step, protocol)
+    last = inner_loop.total_steps(self.train_phases) - 1
+    slot = tf.clip_by_value(tf.cast(step, tf.int32) - (1 if query else 0), 0, last)
     statistics = ([tf.gather(v, slot) for v in self.bn_statistics] if self.bn_statistics
                   else None)
     recording = self._recorded is not None
@@ -344,8 +348,8 @@ class MetaLearner:
         self._step_weights(params, slot), images, arch=params.get("arch"),
         training=recording or self.transductive, non_trainable=statistics,
         return_non_trainable=True, regularize=regularizes(step, protocol))
-    if recording:  # the support pass of a step comes first (the MSL query pass reuses it)
-      self._recorded.setdefault(step, updated)
+    if recording and not query:
+      self._recorded[step] = updated
     return logits
 
   def _inner_rates(self):
@@ -434,7 +438,8 @@ class MetaLearner:
                                               self._inner_rates(), state)
       if multi_step:
         weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
-        query = [self._query(task, trajectory[s + 1], s + 1, protocol) for s in range(steps)]
+        query = [self._query(task, trajectory[s + 1], s + 1, protocol.truncated(s + 1))
+                 for s in range(steps)]
         loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
         acc = query[-1][1]
       else:
@@ -444,7 +449,7 @@ class MetaLearner:
     metrics = _task_metrics(loss, acc, losses)
     if self.bn_statistics:
       recorded, self._recorded = self._recorded, None
-      grads = grads + [tf.stack([recorded[s][i] for s in range(steps + 1)])
+      grads = grads + [tf.stack([recorded[s][i] for s in range(steps)])
                        for i in range(len(self.bn_statistics))]
     return grads, metrics, tf.nest.map_structure(tf.stop_gradient, state)
 
