@@ -235,10 +235,10 @@ class MetaLearner:
       raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
                        f"groups are {sorted(self.groups)}")
     self.variables = {name: _variables_of(model, name) for name in self.groups}
-    bn_affine = _batch_norm_affine(model) if per_step_bn_weights else []
-    if bn_affine:  # meta-learned per step instead of adapted
-      ids = {id(v) for v in bn_affine}
-      self.variables["weights"] = [v for v in self.variables["weights"] if id(v) not in ids]
+    bn_affine = _batch_norm_affine(model)
+    bn_ids = {id(v) for v in bn_affine}
+    if per_step_bn_weights:  # meta-learned per step instead of adapted
+      self.variables["weights"] = [v for v in self.variables["weights"] if id(v) not in bn_ids]
     for name, variables in self.variables.items():
       if not variables:
         raise ValueError(f"group {name!r} has no variables in {type(model).__name__}")
@@ -256,9 +256,10 @@ class MetaLearner:
       self.bn_statistics = [
           tf.Variable(tf.stack([v.value] * slots), trainable=False, name=f"bn_statistics_{i}")
           for i, v in enumerate(model.non_trainable_variables)]
+    per_step_affine = bn_affine if per_step_bn_weights else []
     self.bn_weights = [tf.Variable(tf.stack([v.value] * slots), name=f"bn_weights_{i}")
-                       for i, v in enumerate(bn_affine)]
-    self._bn_affine_ids = [id(v) for v in bn_affine]
+                       for i, v in enumerate(per_step_affine)]
+    self._bn_affine_ids = [id(v) for v in per_step_affine]
     if per_step_bn_statistics or per_step_bn_weights:
       self.forward = self._forward_with_step_statistics
     self.meta_optimizers = {}
@@ -274,8 +275,8 @@ class MetaLearner:
       self.meta_optimizers[name] = optimizer
     self.meta_test_regularization = bool(meta_test_regularization)
     self.loss_reduction, self.meta_gradient_clip = loss_reduction, meta_gradient_clip
-    bn_ids = set() if adapt_batch_norm else {id(v) for v in _batch_norm_affine(model)}
-    self._frozen = {name: {i for i, v in enumerate(self.variables[name]) if id(v) in bn_ids}
+    frozen_ids = set() if adapt_batch_norm else bn_ids
+    self._frozen = {name: {i for i, v in enumerate(self.variables[name]) if id(v) in frozen_ids}
                     for name in self.groups}
     self.query_batches = query_batches
     self.inner_state = self._state_variables() if carry_inner_state else {}
@@ -666,15 +667,14 @@ class MetaLearner:
     Returns:
       An AdaptedModel whose `predict(images)` gives logits.
     """
-    phases = tuple(phases or self.test_phases)
+    protocol = self.protocol(phases or None)
     images = tf.convert_to_tensor(support_images)
     size = int(images.shape[0])
     task = {"support_images": images,
             "support_labels": tf.convert_to_tensor(support_labels, tf.int32),
             "support_batches": tf.constant(episodes_lib.support_batches(
                 np.random.default_rng(seed), size, inner_batch_size or size,
-                inner_loop.total_steps(phases)))}
-    protocol = self.protocol(phases)
+                protocol.num_steps))}
     if protocol not in self._adapt_fns:  # one compiled adaptation per protocol
       self._adapt_fns[protocol] = tf.function(
           lambda t: self._adapt_loop(t, self._initial_params(), protocol,
