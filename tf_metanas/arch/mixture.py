@@ -10,6 +10,7 @@ from keras import ops as K
 from tf_metanas.search import topology
 
 CELL_TYPES = ("normal", "reduce")
+REMOVED_LOGIT = -1e9  # exp(REMOVED_LOGIT / tau - max) is exactly 0 in float32
 
 
 def op_weights(alpha, tau=1.0):
@@ -41,7 +42,14 @@ def edge_weights(beta, num_nodes, k, tau=1.0, threshold=0.0):
   return K.matmul(combos[None, :], matrix)[0]
 
 
-def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0, threshold=0.0):
+def masked_logits(alpha, mask):
+  """`alpha` with the entries whose `mask` is False at -inf for the softmax (a logit so low
+  that their weight is exactly 0 and the others share the whole mass)."""
+  return K.where(K.convert_to_tensor(mask), alpha, K.full_like(alpha, REMOVED_LOGIT))
+
+
+def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0, threshold=0.0,
+            op_masks=None):
   """The mixture for both cell types.
 
   Args:
@@ -52,13 +60,21 @@ def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0, threshold=
     threshold: > 0 prunes op and combination weights at or below it (the task-specific
       architecture of METANAS; ops that are exactly 0 are then not computed when the
       weights are known at trace time).
+    op_masks: optional dict cell type -> [num_edges, num_ops] numpy bools (structural
+      state): ops that are False get weight 0, the softmax runs over the others, and the
+      network does not compute them.
 
   Returns:
-    dict "<cell type>_ops" -> [num_edges, num_ops], "<cell type>_edges" -> [num_edges].
+    dict "<cell type>_ops" -> [num_edges, num_ops], "<cell type>_edges" -> [num_edges],
+    and with op_masks "<cell type>_mask" -> the cell type's mask.
   """
   out = {}
   for cell in CELL_TYPES:
-    out[f"{cell}_ops"] = prune(op_weights(alphas[cell], tau_alpha), threshold)
+    alpha = alphas[cell]
+    if op_masks is not None:
+      out[f"{cell}_mask"] = op_masks[cell]
+      alpha = masked_logits(alpha, op_masks[cell])
+    out[f"{cell}_ops"] = prune(op_weights(alpha, tau_alpha), threshold)
     if betas is None:
       out[f"{cell}_edges"] = K.ones((topology.num_edges(num_nodes),), alphas[cell].dtype)
     else:

@@ -1,8 +1,9 @@
-"""Meta-learners: MAML, first-order MAML, Reptile, and the MAML++ options.
+"""MetaLearner: the front door of every meta-learning method.
 
-A MetaLearner owns a FunctionalModel and, for each parameter group it adapts ("weights",
-"arch"), an inner ParamGroup and a meta optimizer. One meta-iteration adapts every task of
-a meta-batch from the meta-parameters and updates them:
+A MetaLearner is a *task learner* (how one task adapts the model: parameter groups, inner
+optimizers and phases, forward and loss) plus an *update rule* (`tf_metanas.meta.rules`:
+MAML, first-order MAML, Reptile, ...) run by an *engine* (`tf_metanas.meta.engine`:
+distribution, the task loop, accumulation by group, meta-updates, compiled functions):
 
   MAML (Finn et al. 2017):   theta <- MetaOpt(theta, mean_T grad_theta L_Q(U^k(theta)))
   first-order MAML:          the same with the inner gradients held constant
@@ -10,21 +11,22 @@ a meta-batch from the meta-parameters and updates them:
                              eps_t constant or a schedule of the meta-iteration (REPTILE
                              anneals it linearly: a Linear schedule)
 
-MAML++ (Antoniou et al. 2019) options: multi-step loss with annealed per-step weights,
-per-layer per-step learnable inner learning rates (LSLR), derivative-order annealing
-(first order for the first `first_order_iterations`), cosine meta learning rate (a Cosine
-schedule). All tasks and inner steps of a meta-iteration run in one tf.function, traced
-without autograph (the loops are explicit tf.while_loops; conversion only cost trace time).
+MAML++ (Antoniou et al. 2019) options are composable parts: the multi-step loss and
+derivative-order annealing belong to the Maml rule; learnable per-layer per-step inner
+learning rates (LSLR) are ordinary meta-learned groups ("inner_lr_weights", ...); per-step
+BatchNorm weights (BNWB) are the group "bn_weights"; per-step BatchNorm statistics (BNRS)
+are auxiliary state the rule averages over tasks.
 
-Distribution: a MetaLearner built inside `strategy.scope()` splits each meta-batch over the
-strategy's replicas (`tf_metanas.distribute`): every replica sums the meta-gradients (or
-Reptile differences) of its tasks and divides by the meta-batch size; the meta optimizers
-all-reduce (sum) these shares, so every replica applies the mean over all tasks to its copy
-of the mirrored meta-parameters.
+Parameter groups are open: the model names its groups (`parameter_groups()`: "weights",
+"arch", ...), the learner adapts those named by its inner ParamGroups and meta-learns them
+and the groups it owns; any method may add more.
+
+Every forward and loss receives a `TaskContext` (inner step, query or not, protocol, task
+stream, the task's stateless seed), so random draws (DropPath, Gumbel noise) are the same
+for the same task on one device, under MirroredStrategy and under XLA.
 """
 
 import dataclasses
-import functools
 
 import gin
 import keras
@@ -33,20 +35,20 @@ import tensorflow as tf
 
 from tf_metanas import distribute
 from tf_metanas.data import episodes as episodes_lib
+from tf_metanas.meta import context as context_lib
+from tf_metanas.meta import engine as engine_lib
 from tf_metanas.meta import inner_loop
+from tf_metanas.meta import losses
+from tf_metanas.meta import rules as rules_lib
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 LOSS_REDUCTIONS = ("mean", "sum_over_shots")
 QUERY_BATCHES = ("all", "each_with_support")
-METRICS = ("query_loss", "query_accuracy", "support_loss_first", "support_loss_last")
 
-
-def _variables_of(model, group):
-  if group == "weights":
-    return model.weight_variables
-  if group == "arch":
-    return model.arch_variables
-  raise ValueError(f"unknown parameter group {group!r}; use 'weights' or 'arch'")
+# Kept importable from here: the per-task metrics and helpers methods use.
+METRICS = losses.METRICS
+cross_entropy, accuracy = losses.cross_entropy, losses.accuracy
+multi_step_weights = rules_lib.multi_step_weights
 
 
 def _batch_norm_affine(model):
@@ -56,37 +58,16 @@ def _batch_norm_affine(model):
   return [w for layer in norms for w in (layer.gamma, layer.beta) if w is not None]
 
 
-def default_forward(model, params, images, step, protocol):
+def default_forward(model, params, images, context):
   """Logits of `model` with the group tensors in `params` (weights, and arch if present).
 
-  Every forward receives the inner step (a scalar, possibly a tensor) and the
-  `inner_loop.Protocol` running (meta-training or meta-test phases); the query after
-  adaptation is step == protocol.num_steps. Training-only regularization (DropPath) is on
-  during the inner steps of protocols that regularize, never on the query, while BatchNorm
-  keeps batch statistics (transductive).
+  Training-only regularization (DropPath) is on during the inner steps of protocols that
+  regularize, never on the query pass, with draws from the context's stateless seed;
+  BatchNorm keeps batch statistics (transductive).
   """
   return model.functional_call(params["weights"], images, arch=params.get("arch"),
-                               training=True, regularize=regularizes(step, protocol))
-
-
-def is_query(step, protocol):
-  """Whether a forward at `step` is a prediction after adaptation (the query pass): the
-  step is the Python int protocol.num_steps. Inner steps, even as tensors, are not."""
-  return isinstance(step, int) and step >= protocol.num_steps
-
-
-def regularizes(step, protocol):
-  """Whether training-only regularization (DropPath) is on at `step` of `protocol`."""
-  return protocol.regularize and not is_query(step, protocol)
-
-
-def cross_entropy(logits, labels):
-  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-
-
-def accuracy(logits, labels):
-  return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
-                                tf.float32))
+                               training=True, regularize=context.regularize,
+                               seed=context.draw_seed())
 
 
 def to_float(images):
@@ -94,28 +75,14 @@ def to_float(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
-def _task_metrics(query_loss, query_accuracy, support_losses):
-  """The per-task metrics (METRICS) a meta-iteration averages and reports."""
-  return {"query_loss": query_loss, "query_accuracy": query_accuracy,
-          "support_loss_first": support_losses[0], "support_loss_last": support_losses[-1]}
+@dataclasses.dataclass(frozen=True)
+class IterationPlan:
+  """What a meta-iteration's compiled graph depends on (its trace key): the update rule's
+  regime (e.g. first order or not), warm-up, and the structure of the architecture."""
 
-
-def multi_step_weights(num_steps, step, anneal_iterations):
-  """MAML++ multi-step loss weights (the official `get_per_step_loss_importance_vector`, with
-  meta-iterations for its epochs): with K steps and progress f = step / anneal_iterations,
-
-    w_s = max(1/K - f / K, 0.03 / K)                        for s < K
-    w_K = min(1/K + f (K - 1) / K, 1 - (K - 1) 0.03 / K)
-
-  uniform 1/K at first; the learner uses them only while step < anneal_iterations and the
-  last step's loss alone after.
-  """
-  k = float(num_steps)
-  frac = tf.cast(step, tf.float32) / max(anneal_iterations, 1)
-  floor = 0.03 / k
-  others = tf.maximum(1.0 / k - frac / k, floor)
-  last = tf.minimum(1.0 / k + frac * (k - 1.0) / k, 1.0 - (k - 1.0) * floor)
-  return tf.concat([tf.fill([num_steps - 1], others), [last]], 0)
+  regime: tuple = ()
+  warmup: bool = False
+  structure: tuple = ()
 
 
 @gin.configurable(module="tf_metanas.meta")
@@ -142,8 +109,8 @@ class MetaLearner:
       (meta-test and `adapt` too; test steps past the meta-trained ones use the last step's).
     first_order_iterations: MAML++ derivative-order annealing: first order before this
       meta-iteration, second order after.
-    forward: (model, params, images, step, protocol) -> logits, with protocol an
-      `inner_loop.Protocol`; methods plug their parametrization (e.g. temperature-annealed
+    forward: (model, params, images, context) -> logits, with context a
+      `context.TaskContext`; methods plug their parametrization (e.g. temperature-annealed
       mixtures) in here.
     per_step_bn_statistics: MAML++ per-step BatchNorm running statistics: one copy of the
       model's moving statistics per inner step s (the support pass of step s and the query
@@ -188,6 +155,13 @@ class MetaLearner:
     meta_gradient_clip: clip each meta-gradient entry (the mean over the meta-batch) to
       [-c, c] before the meta optimizer (the official MAML code on mini-ImageNet and
       MAML++: 10); None: no clipping. MAML / first-order MAML.
+    rule: an UpdateRule (`tf_metanas.meta.rules`) instead of `algorithm` and its MAML++
+      schedule arguments (e.g. a Maml rule routing groups to task streams).
+    loss: (logits, labels, params, initial_params, context) -> scalar training loss of a
+      batch, replacing the cross-entropy of `loss_reduction` (regularizers: priors on
+      `params`, distances to `initial_params`, ...); for support and query batches.
+    seed: the run seed from which every task's stateless random draws derive (the Runner
+      passes its own).
     jit_compile: compile with XLA what each replica computes for its tasks (adaptation and
       meta-gradients, or evaluation); all-reduces and updates stay in TensorFlow. Slower
       on CPU (BENCHMARKS.md); for GPUs.
@@ -201,108 +175,159 @@ class MetaLearner:
                per_step_bn_statistics=False, per_step_bn_weights=False, transductive=True,
                warmup_iterations=0, warmup_frozen=("arch",), meta_test_regularization=False,
                carry_inner_state=False, loss_reduction="mean", meta_gradient_clip=None,
-               adapt_batch_norm=True, query_batches="all", jit_compile=False):
+               adapt_batch_norm=True, query_batches="all", rule=None, loss=None, seed=0,
+               jit_compile=False):
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
-    if algorithm == "reptile" and (learnable_inner_lr or multi_step_loss_iterations or
-                                   per_step_bn_statistics or per_step_bn_weights):
+    rule = rule or rules_lib.from_algorithm(algorithm, first_order_iterations,
+                                            multi_step_loss_iterations, meta_gradient_clip)
+    reptile = isinstance(rule, rules_lib.Reptile)
+    if reptile and (learnable_inner_lr or per_step_bn_statistics or per_step_bn_weights or
+                    multi_step_loss_iterations):
       raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics and "
                        "weights are MAML++ options: use MAML or first-order MAML")
     if query_batches not in QUERY_BATCHES:
       raise ValueError(f"unknown query_batches {query_batches!r}; use one of {QUERY_BATCHES}")
     if loss_reduction not in LOSS_REDUCTIONS:
       raise ValueError(f"unknown loss_reduction {loss_reduction!r}; use one of {LOSS_REDUCTIONS}")
-    if algorithm == "reptile" and not adapt_batch_norm:
+    if reptile and not adapt_batch_norm:
       raise ValueError("adapt_batch_norm=False meta-learns BatchNorm parameters from query "
                        "gradients, which Reptile has not: use MAML or first-order MAML")
-    if algorithm == "reptile" and meta_gradient_clip:
+    if reptile and meta_gradient_clip:
       raise ValueError("meta_gradient_clip clips MAML meta-gradients; Reptile has none")
     if not transductive and not per_step_bn_statistics:
       raise ValueError("transductive=False needs per_step_bn_statistics=True")
     if (per_step_bn_statistics or per_step_bn_weights) and forward is not default_forward:
       raise ValueError("per-step BatchNorm statistics and weights work with the default "
                        "forward only")
-    self.model, self.algorithm, self.joint = model, algorithm, joint
+    self.model, self.rule, self.joint = model, rule, joint
+    self.algorithm = algorithm
     self.strategy = tf.distribute.get_strategy()
-    self.groups = {g.name: g for g in inner_groups}
+    self.inner_groups = {g.name: g for g in inner_groups}
+    self.groups = self.inner_groups  # the name the MetaLearner had for them
     self.train_phases, self.test_phases = tuple(train_phases), tuple(test_phases)
-    self.multi_step_loss_iterations = int(multi_step_loss_iterations)
-    self.first_order_iterations = int(first_order_iterations)
     self.forward, self.transductive = forward, bool(transductive)
     self.warmup_iterations, self.warmup_frozen = int(warmup_iterations), tuple(warmup_frozen)
-    rates = meta_learning_rates or {name: 1e-3 for name in self.groups}
-    if set(rates) != set(self.groups):
-      raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
-                       f"groups are {sorted(self.groups)}")
-    self.variables = {name: _variables_of(model, name) for name in self.groups}
+    self.seed, self.loss_hook = int(seed), loss
+    self.variables = self._model_groups(model)
     bn_affine = _batch_norm_affine(model)
     bn_ids = {id(v) for v in bn_affine}
     if per_step_bn_weights:  # meta-learned per step instead of adapted
       self.variables["weights"] = [v for v in self.variables["weights"] if id(v) not in bn_ids]
-    for name, variables in self.variables.items():
-      if not variables:
-        raise ValueError(f"group {name!r} has no variables in {type(model).__name__}")
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
-    self.inner_lrs = {}
-    if learnable_inner_lr:
-      steps = inner_loop.total_steps(self.train_phases)
-      self.inner_lrs = {name: [tf.Variable(tf.fill([steps], float(g.learning_rate)),
-                                           name=f"inner_lr_{name}_{i}")
-                               for i in range(len(self.variables[name]))]
-                        for name, g in self.groups.items()}
-    self.bn_statistics, self._recorded = [], None
     slots = inner_loop.total_steps(self.train_phases)
+    self.meta_groups, self._base = dict(self.variables), {}
+    if learnable_inner_lr:
+      for name, group in self.inner_groups.items():
+        self._add_group(f"inner_lr_{name}", name, [
+            tf.Variable(tf.fill([slots], float(group.learning_rate)), name=f"inner_lr_{name}_{i}")
+            for i in range(len(self.variables[name]))])
+    per_step_affine = bn_affine if per_step_bn_weights else []
+    if per_step_affine:
+      self._add_group("bn_weights", "weights", [
+          tf.Variable(tf.stack([v.value] * slots), name=f"bn_weights_{i}")
+          for i, v in enumerate(per_step_affine)])
+    self._bn_affine_ids = [id(v) for v in per_step_affine]
+    self.auxiliary_variables, self._recorded = {}, None
     if per_step_bn_statistics:
-      self.bn_statistics = [
+      self.auxiliary_variables["bn_statistics"] = [
           tf.Variable(tf.stack([v.value] * slots), trainable=False, name=f"bn_statistics_{i}")
           for i, v in enumerate(model.non_trainable_variables)]
-    per_step_affine = bn_affine if per_step_bn_weights else []
-    self.bn_weights = [tf.Variable(tf.stack([v.value] * slots), name=f"bn_weights_{i}")
-                       for i, v in enumerate(per_step_affine)]
-    self._bn_affine_ids = [id(v) for v in per_step_affine]
     if per_step_bn_statistics or per_step_bn_weights:
       self.forward = self._forward_with_step_statistics
-    self.meta_optimizers = {}
-    for name in self.groups:
-      rate = self._meta_rate(rates[name])
-      if algorithm == "reptile" or meta_optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=rate)
-      elif meta_optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=rate)
-      else:
-        raise ValueError(f"unknown meta_optimizer {meta_optimizer!r}; use 'adam' or 'sgd'")
-      optimizer.build(self._meta_variables(name))
-      self.meta_optimizers[name] = optimizer
+    rates = dict(meta_learning_rates or {name: 1e-3 for name in self.inner_groups})
+    if not set(self.inner_groups) <= set(rates) <= set(self.meta_groups):
+      raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
+                       f"groups are {sorted(self.inner_groups)}")
+    for name in self.meta_groups:  # learner-owned groups: their base group's rate
+      rates.setdefault(name, rates[self.base_group(name)])
     self.meta_test_regularization = bool(meta_test_regularization)
-    self.loss_reduction, self.meta_gradient_clip = loss_reduction, meta_gradient_clip
+    self.loss_reduction = loss_reduction
     frozen_ids = set() if adapt_batch_norm else bn_ids
     self._frozen = {name: {i for i, v in enumerate(self.variables[name]) if id(v) in frozen_ids}
-                    for name in self.groups}
+                    for name in self.inner_groups}
     self.query_batches = query_batches
+    self.engine = engine_lib.Engine(self, rates, meta_optimizer, sgd_only=reptile,
+                                    jit_compile=jit_compile)
     self.inner_state = self._state_variables() if carry_inner_state else {}
-    self._train_fns, self._adapt_fns = {}, {}
-    self.jit_compile = bool(jit_compile)
-    self._eval_fn = tf.function(self._evaluate_batch, autograph=False)
+    self._adapt_fns, self._eval_fns = {}, {}
 
-  # ---- pieces ---------------------------------------------------------------------------
+  # ---- groups ---------------------------------------------------------------------------
+
+  def _model_groups(self, model):
+    available = model.parameter_groups()
+    missing = [name for name in self.inner_groups if not available.get(name)]
+    if missing:
+      raise ValueError(f"inner groups {missing} have no variables in {type(model).__name__}, "
+                       f"whose parameter groups are {sorted(available)}")
+    return {name: list(available[name]) for name in self.inner_groups}
+
+  def _add_group(self, name, base, variables):
+    self.meta_groups[name], self._base[name] = variables, base
+
+  def base_group(self, name):
+    """The inner group a meta-learned group belongs to ("inner_lr_weights" -> "weights")."""
+    return self._base.get(name, name)
+
+  def touched_groups(self, plan):
+    """The meta groups an iteration under `plan` updates: the rule's, without those frozen
+    during warm-up (and what belongs to them)."""
+    frozen = self.warmup_frozen if plan.warmup else ()
+    return tuple(g for g in self.rule.groups(self) if self.base_group(g) not in frozen)
+
+  @property
+  def inner_lrs(self):
+    """Inner group -> its learnable per-step inner learning rates (LSLR), if any."""
+    return {name: self.meta_groups[f"inner_lr_{name}"] for name in self.inner_groups
+            if f"inner_lr_{name}" in self.meta_groups}
+
+  @property
+  def bn_weights(self):
+    return self.meta_groups.get("bn_weights", [])
+
+  @property
+  def bn_statistics(self):
+    return self.auxiliary_variables.get("bn_statistics", [])
+
+  @property
+  def step(self):
+    """The meta-iterations done (a tf.Variable, checkpointed)."""
+    return self.engine.step
+
+  @property
+  def meta_optimizers(self):
+    return self.engine.meta_optimizers
+
+  def meta_variables(self):
+    """Meta group -> its variables (what the meta optimizers update)."""
+    return dict(self.meta_groups)
+
+  def meta_parameters(self):
+    """The current meta-parameters of the inner groups, group -> tensors: where every task
+    starts its adaptation."""
+    return {name: [v.value for v in variables] for name, variables in self.variables.items()}
+
+  # ---- carried inner-optimizer state ------------------------------------------------------
 
   def _state_variables(self):
     """Variables holding each group's carried inner-optimizer state (its structure as the
     optimizer's `init` makes it), one copy per replica."""
-    params = self._initial_params()
+    params = self.meta_parameters()
     return {name: tf.nest.map_structure(
         lambda t: tf.Variable(t, trainable=False, name=f"inner_state_{name}",
                               synchronization=tf.VariableSynchronization.ON_READ,
                               aggregation=tf.VariableAggregation.MEAN),
-        self.groups[name].optimizer.init(params[name])) for name in self.groups}
+        self.inner_groups[name].optimizer.init(params[name])) for name in self.inner_groups}
 
-  def _carried_state(self):
+  def carried_state(self):
     """The carried inner-optimizer state as tensors ({} when every task starts fresh)."""
     return tf.nest.map_structure(tf.convert_to_tensor, self.inner_state)
 
-  def _carry(self, state):
+  def carry(self, state):
+    """Stores `state` as the carried inner-optimizer state (if the learner carries it)."""
     if self.inner_state:
       tf.nest.map_structure(lambda v, t: v.assign(t), self.inner_state, state)
+
+  # ---- protocols and contexts -------------------------------------------------------------
 
   def protocol(self, phases=None, meta_training=False):
     """The Protocol of an adaptation: meta-training's (with `phases`, default the train
@@ -312,13 +337,49 @@ class MetaLearner:
     return inner_loop.Protocol(tuple(phases), meta_training,
                                meta_training or self.meta_test_regularization)
 
-  def _meta_rate(self, rate):
-    """A meta optimizer's learning rate: a float, or a schedule read at the meta step (the
-    meta-iterations done, warm-up included). A Keras schedule alone would count its own
-    optimizer's updates, which a group frozen during warm-up does not make."""
-    if callable(rate):
-      return lambda: rate(self.step)
-    return rate
+  def training_protocol(self, warmup=False):
+    """The meta-training protocol; during warm-up without the frozen groups' steps."""
+    phases = self.train_phases
+    if warmup:
+      phases = tuple(dataclasses.replace(p, groups=tuple(g for g in p.groups
+                                                         if g not in self.warmup_frozen))
+                     for p in phases)
+    return self.protocol(phases, meta_training=True)
+
+  def task_context(self, task, protocol, stream="train", task_index=0, meta_step=None):
+    """The TaskContext of inner step 0 of `task` (a dict of one task's tensors) adapted with
+    `protocol`: its seed folds in the run seed, `meta_step` (default: the current one, or
+    EVALUATION_STEP for adaptation to new tasks), `stream` and `task_index`."""
+    if meta_step is None:
+      meta_step = self.step if protocol.meta_training else context_lib.EVALUATION_STEP
+    return context_lib.TaskContext(
+        protocol, stream=stream, support_size=int(task["support_labels"].shape[0]),
+        seed=context_lib.task_seed(self.seed, meta_step, stream, task_index))
+
+  def in_warmup(self):
+    """Whether the next meta-iteration is a warm-up iteration (frozen groups stay put)."""
+    return int(self.step.numpy()) < self.warmup_iterations
+
+  def structure_key(self):
+    """The architecture's structural state, for the trace key (none here)."""
+    return ()
+
+  def plan(self):
+    """The IterationPlan (trace key) of the next meta-iteration."""
+    step = int(self.step.numpy())
+    return IterationPlan(self.rule.regime(self, step), step < self.warmup_iterations,
+                         self.structure_key())
+
+  def first_order_now(self):
+    """Whether the next meta-iteration uses first-order gradients."""
+    return isinstance(self.rule, rules_lib.Reptile) or bool(self.plan().regime[0])
+
+  def multi_step_loss_now(self):
+    """Whether the next meta-iteration uses the MAML++ multi-step loss."""
+    regime = self.plan().regime
+    return len(regime) > 1 and bool(regime[1])
+
+  # ---- forward and loss -------------------------------------------------------------------
 
   def _step_weights(self, params, slot):
     """The model's weights in `weight_variables` order: the adapted ones from `params`, and
@@ -329,285 +390,182 @@ class MetaLearner:
     given.update((i, tf.gather(v, slot)) for i, v in zip(self._bn_affine_ids, self.bn_weights))
     return [given[id(v)] for v in self.model.weight_variables]
 
-  def _forward_with_step_statistics(self, model, params, images, step, protocol):
+  def _forward_with_step_statistics(self, model, params, images, context):
     """Default forward with the BatchNorm statistics (BNRS) and scales and shifts (BNWB) of
-    inner step `step`, where they are per step (MAML++).
+    inner step `context.step`, where they are per step (MAML++).
 
     The support pass of step s uses slot s, a query after s + 1 updates slot s (steps past
-    the meta-trained ones use the last slot). While meta-training (`self._recorded` is a
-    dict) it normalizes with batch statistics and records each support pass's updated
-    statistics; otherwise it normalizes with batch statistics if transductive, else with
-    the slot's running statistics.
+    the meta-trained ones use the last slot). While a meta-training adaptation records
+    (`adapt_trajectory`) it normalizes with batch statistics and records each support
+    pass's updated statistics; otherwise it normalizes with batch statistics if
+    transductive, else with the slot's running statistics.
     """
-    query = is_query(step, protocol)
     last = inner_loop.total_steps(self.train_phases) - 1
-    slot = tf.clip_by_value(tf.cast(step, tf.int32) - (1 if query else 0), 0, last)
-    statistics = ([tf.gather(v, slot) for v in self.bn_statistics] if self.bn_statistics
-                  else None)
+    slot = tf.clip_by_value(tf.cast(context.step, tf.int32) - (1 if context.query else 0), 0,
+                            last)
+    statistics = [tf.gather(v, slot) for v in self.bn_statistics] or None
     recording = self._recorded is not None
     logits, updated = model.functional_call(
         self._step_weights(params, slot), images, arch=params.get("arch"),
         training=recording or self.transductive, non_trainable=statistics,
-        return_non_trainable=True, regularize=regularizes(step, protocol))
-    if recording and not query:
-      self._recorded[step] = updated
+        return_non_trainable=True, regularize=context.regularize, seed=context.draw_seed())
+    if recording and not context.query:
+      self._recorded[context.step] = updated
     return logits
 
-  def _inner_rates(self):
+  def loss(self, logits, labels, params, initial_params, context):
+    """The training loss of a batch: the `loss` hook's, else the cross-entropy reduced as
+    `loss_reduction` says."""
+    if self.loss_hook is not None:
+      return self.loss_hook(logits, labels, params, initial_params, context)
+    loss = losses.cross_entropy(logits, labels)
+    if self.loss_reduction == "mean":
+      return loss
+    shots = max(context.support_size // int(logits.shape[-1]), 1)
+    return loss * (float(labels.shape[0]) / shots)
+
+  def _support_loss(self, task, context, initial):
+    images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
+                               task["support_batches"])
+
+    def loss_fn(params, step):
+      index = batches[step]
+      at = context.at(step)
+      logits = self.forward(self.model, params, tf.gather(images, index), at)
+      return self.loss(logits, tf.gather(labels, index), params, initial, at)
+
+    return loss_fn
+
+  def query(self, task, params, context, initial_params=None):
+    """(loss, accuracy) of the query set of `task` predicted with `params` in `context`
+    (a query context: `TaskContext.prediction()` or `.after(s)`)."""
+    logits = self.forward(self.model, params, to_float(task["query_images"]), context)
+    initial = self.meta_parameters() if initial_params is None else initial_params
+    return (self.loss(logits, task["query_labels"], params, initial, context),
+            losses.accuracy(logits, task["query_labels"]))
+
+  # ---- adaptation -----------------------------------------------------------------------
+
+  def inner_rates(self):
     """Per-group, per-tensor vectors of per-step inner learning rates: the learnable ones
     (LSLR) or the group's rate, 0 for tensors kept out of the inner loop; None when every
     group simply uses its scalar rate."""
     if not self.inner_lrs and not any(self._frozen.values()):
       return None
     rates = {}
-    for name, group in self.groups.items():
+    for name, group in self.inner_groups.items():
       vectors = self.inner_lrs.get(name) or [tf.constant([float(group.learning_rate)])
                                              for _ in self.variables[name]]
       rates[name] = [tf.zeros_like(v) if i in self._frozen[name] else v
                      for i, v in enumerate(vectors)]
     return rates
 
-  def _extra_meta_variables(self, name):
-    """Meta-learned but not adapted: a group's learnable inner lrs (and per-step BatchNorm
-    scales and shifts for the weights)."""
-    return self.inner_lrs.get(name, []) + (self.bn_weights if name == "weights" else [])
+  def _task_context(self, task, context):
+    return context if context is not None else self.task_context(task, self.protocol())
 
-  def _meta_variables(self, name):
-    return self.variables[name] + self._extra_meta_variables(name)
+  def adapt_trajectory(self, task, context=None, first_order=False, params=None, state=None):
+    """Adapts to `task` step by step, every step in the graph (differentiable: MAML).
 
-  def _initial_params(self):
-    return {name: [v.value for v in variables] for name, variables in self.variables.items()}
+    Args:
+      task: one task's tensors (support images, labels, per-step mini-batches).
+      context: the TaskContext (default: adaptation to a new task with the test phases).
+      first_order: stop gradients through the inner gradients.
+      params: initial parameters (default: the meta-parameters).
+      state: initial inner-optimizer state (default: fresh).
 
-  def _loss(self, logits, labels, task):
-    """The training loss of a batch of `task` (see `loss_reduction`)."""
-    loss = cross_entropy(logits, labels)
-    if self.loss_reduction == "mean":
-      return loss
-    shots = max(int(task["support_labels"].shape[0]) // int(logits.shape[-1]), 1)
-    return loss * (float(labels.shape[0]) / shots)
+    Returns:
+      (trajectory, losses, state): the parameters before the first and after every step,
+      the support loss of every step and the inner optimizers' final state. In meta-training
+      with per-step BatchNorm statistics, the support passes' statistics are recorded
+      until `recorded_auxiliary()` takes them.
+    """
+    context = self._task_context(task, context)
+    params = self.meta_parameters() if params is None else params
+    self._recorded = {} if self.bn_statistics and context.meta_training else None
+    return inner_loop.adapt(self._support_loss(task, context, params), params,
+                            self.inner_groups, context.protocol.phases,
+                            first_order=first_order, joint=self.joint,
+                            learning_rates=self.inner_rates(), state=state)
 
-  def _support_loss(self, task, protocol):
-    images, labels, batches = (to_float(task["support_images"]), task["support_labels"],
-                               task["support_batches"])
+  def recorded_auxiliary(self):
+    """The auxiliary state recorded since `adapt_trajectory` (per-step BatchNorm
+    statistics, [steps, ...] per variable), and stops recording."""
+    recorded, self._recorded = self._recorded, None
+    if not recorded:
+      return {}
+    return {"bn_statistics": [tf.stack([recorded[s][i] for s in sorted(recorded)])
+                              for i in range(len(self.bn_statistics))]}
 
-    def loss_fn(params, step):
-      index = batches[step]
-      logits = self.forward(self.model, params, tf.gather(images, index), step, protocol)
-      return self._loss(logits, tf.gather(labels, index), task)
+  def adapt_task(self, task, context=None, params=None, state=None):
+    """First-order adaptation to `task` in a tf.while_loop (meta-testing, Reptile), with
+    the learned per-step inner learning rates if any (steps past the meta-trained ones use
+    the last). Arguments as `adapt_trajectory`; returns (final params, losses, state)."""
+    context = self._task_context(task, context)
+    params = self.meta_parameters() if params is None else params
+    return inner_loop.adapt_loop(self._support_loss(task, context, params), params,
+                                 self.inner_groups, context.protocol.phases, joint=self.joint,
+                                 state=state, learning_rates=self.inner_rates())
 
-    return loss_fn
+  # ---- meta-training ----------------------------------------------------------------------
 
-  def _query(self, task, params, step, protocol):
-    logits = self.forward(self.model, params, to_float(task["query_images"]), step, protocol)
-    return (self._loss(logits, task["query_labels"], task),
-            accuracy(logits, task["query_labels"]))
+  def task_directions(self, tasks, state=None, task_index=0):
+    """The update rule's per-group directions (meta-gradients, or adapted - meta for
+    Reptile), metrics, auxiliary state and final inner-optimizer state of one task (a dict
+    of one task's tensors, or stream -> task), at the next meta-iteration's plan."""
+    if "support_images" in tasks:
+      tasks = {stream: tasks for stream in self.streams()}
+    plan = self.plan()
+    return self.rule.task_directions(self, tasks, self.touched_groups(plan), plan, state,
+                                     task_index)
 
-  def _adapt(self, task, params, protocol, first_order, learning_rates=None, state=None):
-    return inner_loop.adapt(self._support_loss(task, protocol), params, self.groups,
-                            protocol.phases, first_order=first_order, joint=self.joint,
-                            learning_rates=learning_rates, state=state)
+  def streams(self):
+    """The task streams the rule reads."""
+    return self.rule.streams(self, self.rule.groups(self))
 
-  def in_warmup(self):
-    """Whether the next meta-iteration is a warm-up iteration (frozen groups stay put)."""
-    return int(self.step.numpy()) < self.warmup_iterations
+  def before_iteration(self, step):
+    """Hook: before meta-iteration `step` (0-based); methods change structure here."""
 
-  def _phases(self, warmup):
-    """The meta-training phases, without the frozen groups during warm-up."""
-    if not warmup:
-      return self.train_phases
-    return tuple(dataclasses.replace(p, groups=tuple(g for g in p.groups
-                                                     if g not in self.warmup_frozen))
-                 for p in self.train_phases)
+  def after_iteration(self, step):
+    """Hook: after meta-iteration `step` (the count done, 1-based)."""
 
-  # ---- one task -------------------------------------------------------------------------
+  def at_evaluation(self, split, step, outputs):
+    """Hook: after an evaluation of `split` at `step` (outputs as `evaluate_batch`)."""
 
-  def multi_step_loss_now(self):
-    """Whether the next meta-iteration uses the MAML++ multi-step loss."""
-    return int(self.step.numpy()) < self.multi_step_loss_iterations
-
-  def _maml_task(self, task, first_order, phases, multi_step=False, state=None):
-    """Meta-gradient of one task: d L_Q(U^k(theta)) / d theta (and d / d inner lrs)."""
-    params = self._initial_params()
-    # In _meta_variables order: each group's parameters, then what it meta-learns besides.
-    sources = [t for name in self.groups for t in params[name] + self._extra_meta_variables(name)]
-    protocol = self.protocol(phases, meta_training=True)
-    steps = protocol.num_steps
-    self._recorded = {} if self.bn_statistics else None
-    with tf.GradientTape() as tape:
-      tape.watch(sources)
-      trajectory, losses, state = self._adapt(task, params, protocol, first_order,
-                                              self._inner_rates(), state)
-      if multi_step:
-        weights = multi_step_weights(steps, self.step, self.multi_step_loss_iterations)
-        query = [self._query(task, trajectory[s + 1], s + 1, protocol.truncated(s + 1))
-                 for s in range(steps)]
-        loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
-        acc = query[-1][1]
-      else:
-        loss, acc = self._query(task, trajectory[-1], steps, protocol)
-    grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    grads = [tf.convert_to_tensor(g) for g in grads]  # per-step slices are gathered (sparse)
-    metrics = _task_metrics(loss, acc, losses)
-    if self.bn_statistics:
-      recorded, self._recorded = self._recorded, None
-      grads = grads + [tf.stack([recorded[s][i] for s in range(steps)])
-                       for i in range(len(self.bn_statistics))]
-    return grads, metrics, tf.nest.map_structure(tf.stop_gradient, state)
-
-  def _adapt_loop(self, task, params, protocol, state=None):
-    """First-order adaptation in a tf.while_loop (meta-testing, Reptile), with the learned
-    per-step inner learning rates if any (steps past the meta-trained ones use the last)."""
-    return inner_loop.adapt_loop(self._support_loss(task, protocol), params, self.groups,
-                                 protocol.phases, joint=self.joint, state=state,
-                                 learning_rates=self._inner_rates())
-
-  def _reptile_task(self, task, phases, unroll=False, state=None):
-    """Reptile direction of one task: U^k(theta) - theta."""
-    params = self._initial_params()
-    protocol = self.protocol(phases, meta_training=True)
-    if unroll:
-      trajectory, losses, state = self._adapt(task, params, protocol, True, state=state)
-      final, state = tf.nest.map_structure(tf.stop_gradient, (trajectory[-1], state))
-    else:
-      final, losses, state = self._adapt_loop(task, params, protocol, state)
-    diffs = [a - p for name in self.groups for a, p in zip(final[name], params[name])]
-    loss, acc = self._query(task, final, protocol.num_steps, protocol)
-    metrics = _task_metrics(loss, acc, losses)
-    return diffs, metrics, state
-
-  # ---- one meta-iteration ---------------------------------------------------------------
-
-  def _zero_accumulator(self):
-    directions = [tf.zeros_like(v) for name in self.groups for v in self._meta_variables(name)]
-    directions += [tf.zeros_like(v) for v in self.bn_statistics]
-    if self.algorithm == "reptile":
-      directions = directions[:sum(len(self.variables[n]) for n in self.groups)]
-    return directions, {k: tf.constant(0.0) for k in METRICS}
-
-  def _sum_over_tasks(self, body, batch, state):
-    """Sum of the (directions, metrics) of body(task, state) over the tasks of a replica's
-    batch, in a tf.while_loop that passes the inner-optimizer state from task to task (in
-    meta-batch order); returns the sum and the last task's state."""
-    num_tasks = batch["support_images"].shape[0]
-
-    def step(i, total, state):
-      task = tf.nest.map_structure(lambda t: t[i], batch)
-      directions, metrics, final = body(task, state or None)
-      total = tf.nest.map_structure(tf.add, total, (directions, metrics))
-      return i + 1, total, final if state else state  # {}: every task starts fresh
-
-    _, total, state = tf.while_loop(lambda i, *_: i < num_tasks, step,
-                                    (tf.constant(0), self._zero_accumulator(), state))
-    return total, state
-
-  def _compiled(self, fn):
-    """`fn` compiled with XLA if `jit_compile`: what one replica computes on its device (the
-    tasks' adaptation), leaving all-reduces and variable updates to TensorFlow, so XLA
-    works under every strategy."""
-    if not self.jit_compile:
-      return fn
-    return tf.function(fn, jit_compile=True, autograph=False)
-
-  def _replica_step(self, batch, body, num_tasks, warmup):
-    """One replica's part of a meta-iteration, in replica context: the sum of its tasks'
-    meta-gradients (Reptile: adapted - meta), divided by the meta-batch's `num_tasks`, goes
-    to the meta optimizers, which all-reduce (sum) it over the replicas and so apply the
-    mean over all tasks. Returns the same shares of the metrics and BatchNorm statistics."""
-    carried = self._carried_state()
-    (directions, metrics), state = self._compiled(
-        lambda b, s: self._sum_over_tasks(body, b, s))(batch, carried)
-    self._carry(state)
-    shares = [d / num_tasks for d in directions]
-    start = 0
-    for name in self.groups:
-      variables = self._meta_variables(name)
-      part = shares[start:start + len(variables)]
-      start += len(variables)
-      if warmup and name in self.warmup_frozen:
-        continue
-      if self.algorithm == "reptile":
-        # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
-        part = [-d for d in part]
-      elif self.meta_gradient_clip:
-        part = self._clipped(part, name)
-      self.meta_optimizers[name].apply_gradients(zip(part, variables))
-    return {k: v / num_tasks for k, v in metrics.items()}, shares[start:]
-
-  def _clipped(self, shares, name):
-    """Replica shares of group `name` whose sum (the optimizer's all-reduce) is the mean
-    meta-gradient clipped, except for the learnable inner rates (MAML++ clamps the network's
-    parameters only): the mean is summed here first, since clipping does not commute with
-    it."""
-    replicas = self.strategy.num_replicas_in_sync
-    if replicas > 1:
-      shares = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, shares)
-    clip = float(self.meta_gradient_clip)
-    rates = {id(v) for v in self.inner_lrs.get(name, [])}
-    return [(g if id(v) in rates else tf.clip_by_value(g, -clip, clip)) / replicas
-            for g, v in zip(shares, self._meta_variables(name))]
-
-  def task_update(self, task, first_order=None, warmup=False, unroll=False, multi_step=None,
-                  state=None):
-    """The meta-update direction (meta-gradient, or adapted - meta for Reptile), the
-    metrics and the inner optimizers' final state of one meta-training task, which starts
-    from `state` (default: fresh). A meta-iteration averages directions and metrics over
-    its tasks. `unroll=True` builds every inner step without tf.while_loop: a loop-free
-    graph whose operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
-    phases = self._phases(warmup)
-    if self.algorithm == "reptile":
-      return self._reptile_task(task, phases, unroll, state)
-    if first_order is None:
-      first_order = self.first_order_now()
-    if multi_step is None:
-      multi_step = self.multi_step_loss_now()
-    return self._maml_task(task, first_order, phases, multi_step, state)
-
-  def _train_step(self, batch, first_order, warmup, multi_step):
-    body = lambda task, state: self.task_update(task, first_order, warmup,
-                                                multi_step=multi_step, state=state)
-    local = tf.nest.flatten(self.strategy.experimental_local_results(batch)[0])[0]
-    num_tasks = int(local.shape[0]) * self.strategy.num_replicas_in_sync
-    with self.strategy.scope():
-      shares = self.strategy.run(lambda b: self._replica_step(b, body, num_tasks, warmup),
-                                 args=(batch,))
-      metrics, statistics = tf.nest.map_structure(
-          lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
-      for variable, mean_updated in zip(self.bn_statistics, statistics):
-        variable.assign(mean_updated)  # the momentum update with the tasks' mean moments
-      if self.strategy.num_replicas_in_sync > 1:  # every replica goes on from the mean state
-        for variable in tf.nest.flatten(self.inner_state):
-          variable.assign(variable.read_value())  # cross-replica: read the mean, set all
-      self.step.assign_add(1)
-    return metrics
-
-  def first_order_now(self):
-    """Whether the next meta-iteration uses first-order gradients."""
-    return self.algorithm == "fomaml" or int(self.step.numpy()) < self.first_order_iterations
+  def at_checkpoint(self, step):
+    """Hook: before the Runner checkpoints at `step`."""
 
   def train_step(self, batch):
-    """One meta-iteration on a meta-batch (dict of [tasks, ...] tensors); returns metrics.
+    """One meta-iteration on a meta-batch (dict of [tasks, ...] tensors, or stream -> such
+    a meta-batch when the rule reads several streams); returns the mean metrics.
 
     The tasks are split over the replicas of the learner's strategy (their number must
-    divide the meta-batch). The compiled function is traced once per derivative order,
-    warm-up state and multi-step-loss state (a few times in a run).
+    divide the meta-batch). The compiled function is traced once per IterationPlan (a few
+    times in a run).
     """
-    first_order = self.first_order_now() if self.algorithm != "reptile" else True
-    key = (first_order, self.in_warmup(), self.multi_step_loss_now())
-    if key not in self._train_fns:
-      self._train_fns[key] = tf.function(
-          functools.partial(self._train_step, first_order=first_order, warmup=key[1],
-                            multi_step=key[2]),
-          autograph=False)
-    return self._train_fns[key](distribute.split_tasks(self.strategy, batch))
+    batches = batch if "support_images" not in batch else {"train": batch}
+    missing = set(self.streams()) - set(batches)
+    if missing:
+      raise ValueError(f"the update rule reads task streams {sorted(self.streams())}; "
+                       f"got meta-batches of {sorted(batches)}")
+    step = int(self.step.numpy())
+    self.before_iteration(step)
+    metrics = self.engine.train_step({s: batches[s] for s in self.streams()})
+    self.after_iteration(step + 1)
+    return metrics
+
+  def trace_counts(self):
+    """IterationPlan -> how many times its meta-iteration was traced."""
+    return self.engine.trace_counts()
 
   # ---- adaptation to new tasks ----------------------------------------------------------
 
-  def final_logits(self, params, images, protocol=None, support_images=None):
+  def final_logits(self, params, images, protocol=None, support_images=None, seed=None):
     """Logits of a model adapted with `protocol` (default: the test phases) to parameters
     `params`, on new float images: the prediction after adaptation, batched as
     `query_batches` says (each with the float `support_images` if so)."""
     protocol = protocol or self.protocol()
-    predict = lambda batch: self.forward(self.model, params, batch, protocol.num_steps, protocol)
+    context = context_lib.TaskContext(protocol, seed=seed).prediction()
+    predict = lambda batch: self.forward(self.model, params, batch, context)
     if self.query_batches == "all":
       return predict(images)
     if support_images is None:
@@ -615,44 +573,65 @@ class MetaLearner:
     return tf.map_fn(lambda image: predict(tf.concat([support_images, image[None]], 0))[-1],
                      images)
 
-  def _evaluate_task(self, task, params, protocol):
+  def evaluate_task(self, task, params, context):
     """Per-task evaluation outputs after adaptation: query loss and accuracy (methods add
     their own, e.g. the adapted architecture)."""
-    logits = self.final_logits(params, to_float(task["query_images"]), protocol,
-                               to_float(task["support_images"]))
-    return {"loss": cross_entropy(logits, task["query_labels"]),
-            "accuracy": accuracy(logits, task["query_labels"])}
+    logits = self.final_logits(params, to_float(task["query_images"]), context.protocol,
+                               to_float(task["support_images"]), context.seed)
+    return {"loss": losses.cross_entropy(logits, task["query_labels"]),
+            "accuracy": losses.accuracy(logits, task["query_labels"])}
 
   def _evaluate_replica(self, batch):
-    params, state, protocol = self._initial_params(), self._carried_state(), self.protocol()
+    params, state, protocol = self.meta_parameters(), self.carried_state(), self.protocol()
+    num_tasks = int(batch["support_images"].shape[0])
+    replica = tf.distribute.get_replica_context()
+    offset = (replica.replica_id_in_sync_group if replica else 0) * num_tasks
 
-    def one(task):
-      final, _, _ = self._adapt_loop(task, params, protocol, state)
-      return self._evaluate_task(task, final, protocol)
+    def one(args):
+      index, task = args
+      context = self.task_context(task, protocol, "evaluation", offset + index)
+      final, _, _ = self.adapt_task(task, context, params, state)
+      return self.evaluate_task(task, final, context)
 
-    return tf.map_fn(one, batch, fn_output_signature=self._evaluate_signature())
+    return tf.map_fn(one, (tf.range(num_tasks), batch),
+                     fn_output_signature=self.evaluate_signature())
 
   def _evaluate_batch(self, batch):
     """Each replica adapts to its slice of tasks; the outputs are gathered in task order."""
     with self.strategy.scope():
-      outputs = self.strategy.run(self._compiled(self._evaluate_replica), args=(batch,))
+      outputs = self.strategy.run(self.engine.compiled(self._evaluate_replica), args=(batch,))
       return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), outputs)
 
-  def _evaluate_signature(self):
-    """tf.TensorSpec of each `_evaluate_task` output of one task."""
+  def evaluate_signature(self):
+    """tf.TensorSpec of each `evaluate_task` output of one task."""
     return {"loss": tf.TensorSpec([], tf.float32), "accuracy": tf.TensorSpec([], tf.float32)}
 
   def evaluate_batch(self, batch):
     """Adapts afresh to each task of `batch` with the test phases; returns a dict of
     per-task outputs ("loss", "accuracy", and what the method adds), each [tasks, ...].
     The tasks are split over the replicas (their number must divide the batch)."""
-    return self._eval_fn(distribute.split_tasks(self.strategy, batch, "the evaluation batch"))
+    key = self.structure_key()
+    if key not in self._eval_fns:  # one compiled evaluation per structure
+      self._eval_fns[key] = tf.function(self._evaluate_batch, autograph=False)
+    return self._eval_fns[key](distribute.split_tasks(self.strategy, batch,
+                                                      "the evaluation batch"))
 
   def summarize(self, outputs, step):
     """Method-specific summaries of an evaluation's outputs (numpy, [tasks, ...]), written
-    inside the caller's default summary writer; returns extra results for results.json."""
+    inside the caller's default summary writer; returns the method's results section."""
     del outputs, step
     return {}
+
+  def task_parameter_counts(self, outputs):
+    """The parameter count each evaluated task predicts with (numpy outputs of an
+    evaluation): the model's weights, the same for every task here."""
+    count = int(sum(np.prod(v.shape) for v in self.model.weight_variables))
+    return [count] * len(outputs["accuracy"])
+
+  def report(self, results):
+    """Lines a binary prints about the method's results section (none here)."""
+    del results
+    return []
 
   def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):
     """Adapts the meta-learned parameters to one new task.
@@ -662,7 +641,7 @@ class MetaLearner:
       support_labels: [N * K] int labels in 0..N-1.
       phases: inner-loop phases (default: the test phases).
       inner_batch_size: mini-batch size per step (default: the whole support set).
-      seed: seed of the mini-batch order.
+      seed: seed of the mini-batch order and of the task's random draws.
 
     Returns:
       An AdaptedModel whose `predict(images)` gives logits.
@@ -675,12 +654,18 @@ class MetaLearner:
             "support_batches": tf.constant(episodes_lib.support_batches(
                 np.random.default_rng(seed), size, inner_batch_size or size,
                 protocol.num_steps))}
-    if protocol not in self._adapt_fns:  # one compiled adaptation per protocol
-      self._adapt_fns[protocol] = tf.function(
-          lambda t: self._adapt_loop(t, self._initial_params(), protocol,
-                                     self._carried_state())[:2], autograph=False)
-    final, losses = self._adapt_fns[protocol](task)
-    return AdaptedModel(self, final, losses.numpy().tolist(), protocol, to_float(images))
+    context = self.task_context(task, protocol, "adapt", seed)
+    key = (protocol, self.structure_key())
+    if key not in self._adapt_fns:  # one compiled adaptation per protocol and structure
+      self._adapt_fns[key] = tf.function(
+          lambda t, s: self.adapt_task(t, dataclasses.replace(context, seed=s),
+                                       state=self.carried_state())[:2], autograph=False)
+    final, losses_ = self._adapt_fns[key](task, context.seed)
+    return AdaptedModel(self, final, losses_.numpy().tolist(), context, to_float(images))
+
+  def compiled_adaptations(self):
+    """How many adaptation functions `adapt` has compiled (one per protocol and structure)."""
+    return len(self._adapt_fns)
 
   def episode_spec(self, spec, training=True):
     """`spec` with as many inner mini-batches as the train (or test) phases take steps."""
@@ -691,10 +676,11 @@ class MetaLearner:
     """Everything meta-training state consists of, for tf.train.Checkpoint."""
     items = {"model": self.model, "meta_step": self.step}
     items.update({f"meta_optimizer_{n}": o for n, o in self.meta_optimizers.items()})
-    for name, lrs in self.inner_lrs.items():
-      items.update({f"inner_lr_{name}_{i}": v for i, v in enumerate(lrs)})
-    items.update({f"bn_statistics_{i}": v for i, v in enumerate(self.bn_statistics)})
-    items.update({f"bn_weights_{i}": v for i, v in enumerate(self.bn_weights)})
+    for name, variables in self.meta_groups.items():
+      if name not in self.variables:  # learner-owned groups
+        items.update({f"{name}_{i}": v for i, v in enumerate(variables)})
+    for name, variables in self.auxiliary_variables.items():
+      items.update({f"{name}_{i}": v for i, v in enumerate(variables)})
     for name, state in self.inner_state.items():
       items.update({f"inner_state_{name}_{i}": v for i, v in enumerate(tf.nest.flatten(state))})
     return items
@@ -703,15 +689,15 @@ class MetaLearner:
 class AdaptedModel:
   """A meta-learned model adapted to one task: parameters held as tensors."""
 
-  def __init__(self, learner, params, support_losses, protocol, support_images):
+  def __init__(self, learner, params, support_losses, context, support_images):
     self.learner, self.params, self.support_losses = learner, params, support_losses
-    self.protocol, self.support_images = protocol, support_images
+    self.context, self.protocol, self.support_images = context, context.protocol, support_images
 
   def predict(self, images):
     """Logits for `images` (uint8 or float in [0, 255]); batch statistics in BatchNorm, as
     during adaptation, batched as the learner's `query_batches` says."""
     return self.learner.final_logits(self.params, to_float(tf.convert_to_tensor(images)),
-                                     self.protocol, self.support_images)
+                                     self.protocol, self.support_images, self.context.seed)
 
   def accuracy(self, images, labels):
     return float(accuracy(self.predict(images), tf.convert_to_tensor(labels, tf.int32)))

@@ -36,6 +36,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas.arch import structure as structure_lib
 from tf_metanas.meta import learner as learner_lib
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import network as network_lib
@@ -88,9 +89,12 @@ class Temperature:
     return self.start * (end / self.start) ** frac
 
 
-def gumbel_noise(shape):
-  """Samples of Gumbel(0, 1): -log(-log(U)), U ~ Uniform(0, 1)."""
-  uniform = tf.random.uniform(shape, minval=np.finfo(np.float32).tiny, maxval=1.0)
+def gumbel_noise(shape, seed=None):
+  """Samples of Gumbel(0, 1): -log(-log(U)), U ~ Uniform(0, 1); stateless from `seed` (a
+  [2] int tensor) if given."""
+  tiny = np.finfo(np.float32).tiny
+  uniform = (tf.random.uniform(shape, minval=tiny, maxval=1.0) if seed is None
+             else tf.random.stateless_uniform(shape, seed, minval=tiny, maxval=1.0))
   return -tf.math.log(-tf.math.log(uniform))
 
 
@@ -103,7 +107,8 @@ class Metanas(learner_lib.MetaLearner):
     tau_alpha: Temperature of the op weights (Eq. 5).
     tau_beta: Temperature of the input-combination weights (Eq. 7).
     normalizer: "softmax", or "gumbel": softmax((a + g) / tau) with fresh Gumbel noise g
-      at every inner step (never on predictions after adaptation or for pruning).
+      at every inner step, drawn from the task's stateless seed (never on predictions
+      after adaptation or for pruning).
     threshold: adapting to a new task, op and combination weights at or below it are
       skipped in every forward; what survives after the last step is the task-specific
       architecture (its genotype and parameter count).
@@ -133,6 +138,7 @@ class Metanas(learner_lib.MetaLearner):
     self.meta_prune_threshold, self.meta_prune_every = float(meta_prune_threshold), int(meta_prune_every)
     self.report_tasks = int(report_tasks)
     super().__init__(model, forward=self._forward, **kwargs)
+    self.structure = structure_lib.Structure(len(model.cells[0].edges), model.op_names)
 
   # ---- the parametrization -------------------------------------------------------------
 
@@ -141,23 +147,31 @@ class Metanas(learner_lib.MetaLearner):
       return list(params["arch"])
     return [v.value for v in self.model.arch_variables]
 
-  def mixture(self, arch, step, protocol):
-    """Mixture weights of `arch` at inner step `step` of `protocol` (Eq. 5, 7), with the
-    weights at or below the protocol's threshold skipped."""
-    dtype, meta_training = arch[0].dtype, protocol.meta_training
-    arch_steps = protocol.steps_of("arch")
+  def mixture(self, arch, context):
+    """Mixture weights of `arch` in `context` (its step of its protocol; Eq. 5, 7), with the
+    weights at or below the protocol's threshold skipped and the ops the structure has
+    removed not computed."""
+    dtype, meta_training = arch[0].dtype, context.meta_training
+    arch_steps = context.protocol.steps_of("arch")
     return self.model.mixture(
-        arch, tf.cast(self.tau_alpha(step, arch_steps, meta_training), dtype),
-        tf.cast(self.tau_beta(step, arch_steps, meta_training), dtype),
-        self.train_threshold if meta_training else self.threshold)
+        arch, tf.cast(self.tau_alpha(context.step, arch_steps, meta_training), dtype),
+        tf.cast(self.tau_beta(context.step, arch_steps, meta_training), dtype),
+        self.train_threshold if meta_training else self.threshold,
+        None if self.structure.is_full() else self.structure.op_masks())
 
-  def _forward(self, model, params, images, step, protocol):
+  def _forward(self, model, params, images, context):
     arch = self._arch(params)
-    if self.normalizer == "gumbel" and not learner_lib.is_query(step, protocol):
-      arch = [a + gumbel_noise(tf.shape(a)) for a in arch]
+    if self.normalizer == "gumbel" and not context.query:
+      arch = [a + gumbel_noise(tf.shape(a), None if context.seed is None
+                               else context.draw_seed(salt=1 + i))
+              for i, a in enumerate(arch)]
     return model.functional_call(params["weights"], images, training=True,
-                                 regularize=learner_lib.regularizes(step, protocol),
-                                 mixture=self.mixture(arch, step, protocol))
+                                 regularize=context.regularize, seed=context.draw_seed(),
+                                 mixture=self.mixture(arch, context))
+
+  def structure_key(self):
+    """The ops the structure keeps: part of the trace key (removed ops are not traced)."""
+    return self.structure.key()
 
   def prediction_temperatures(self, protocol=None):
     """(tau_alpha, tau_beta) of the prediction after adapting with `protocol` (default: the
@@ -180,12 +194,13 @@ class Metanas(learner_lib.MetaLearner):
 
   # ---- meta-training ----------------------------------------------------------------------
 
-  def train_step(self, batch):
-    """One meta-iteration; every `meta_prune_every` of them, meta-architecture pruning."""
-    metrics = super().train_step(batch)
-    if self.meta_prune_threshold and int(self.step.numpy()) % self.meta_prune_every == 0:
+  def checkpoint_items(self):
+    return {**super().checkpoint_items(), **self.structure.checkpoint_items()}
+
+  def after_iteration(self, step):
+    """Every `meta_prune_every` meta-iterations, meta-architecture pruning."""
+    if self.meta_prune_threshold and step % self.meta_prune_every == 0:
       self.prune_meta_architecture()
-    return metrics
 
   def prune_meta_architecture(self):
     """Sets the op logits whose weight softmax(alpha / tau_end) is below
@@ -201,13 +216,13 @@ class Metanas(learner_lib.MetaLearner):
 
   # ---- evaluation -----------------------------------------------------------------------
 
-  def _evaluate_task(self, task, params, protocol):
-    outputs = super()._evaluate_task(task, params, protocol)
+  def evaluate_task(self, task, params, context):
+    outputs = super().evaluate_task(task, params, context)
     outputs["arch"] = self._arch(params)
     return outputs
 
-  def _evaluate_signature(self):
-    signature = super()._evaluate_signature()
+  def evaluate_signature(self):
+    signature = super().evaluate_signature()
     signature["arch"] = [tf.TensorSpec(v.shape, v.dtype) for v in self.model.arch_variables]
     return signature
 

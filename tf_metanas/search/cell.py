@@ -72,6 +72,9 @@ class SearchCell(_Cell):
     edge_weights: [num_edges] edge weights.
     training: BatchNorm and DropPath mode.
     drop_path: DropPath on or off (default: `training`).
+    op_mask: optional [num_edges, num_ops] numpy bools: ops that are False are not
+      computed (structural state).
+    seed: optional [2] int stateless seed of the cell's DropPath masks.
   """
 
   def __init__(self, channels, num_nodes, op_names, reduction, reduction_prev, affine=False,
@@ -90,7 +93,8 @@ class SearchCell(_Cell):
       for e, i in edges:
         self.edges[e].build(shape if i < 2 else reduced)
 
-  def call(self, s0, s1, op_weights, edge_weights, training=None, drop_path=None):
+  def call(self, s0, s1, op_weights, edge_weights, training=None, drop_path=None,
+           op_mask=None, seed=None):
     states = self._states(s0, s1, training)
     caches = [mixed_op_lib.OpCache() for _ in range(self.num_nodes + 2)]
     op_weights = tf.unstack(op_weights * edge_weights[:, None])
@@ -98,7 +102,8 @@ class SearchCell(_Cell):
       node = None
       for e, i in edges:
         out = self.edges[e](states[i], op_weights[e], training=training, drop_path=drop_path,
-                            cache=caches[i])
+                            cache=caches[i], op_mask=None if op_mask is None else op_mask[e],
+                            seed=None if seed is None else mixed_op_lib.fold_seed(seed, e))
         if out is not None:
           node = out if node is None else node + out
       states.append(self._zeros(states) if node is None else node)
@@ -136,14 +141,17 @@ class FixedCell(_Cell):
       for (_, i), op in zip(node, node_ops):
         op.build(shape if i < 2 else reduced)
 
-  def call(self, s0, s1, training=None, drop_path=None):
-    states = self._states(s0, s1, training)
+  def call(self, s0, s1, training=None, drop_path=None, seed=None):
+    """`seed`: optional [2] int stateless seed of the cell's DropPath masks."""
+    states, index = self._states(s0, s1, training), 0
     for node, node_ops in zip(self.nodes, self.node_ops):
       total = None
       for (_, i), op in zip(node, node_ops):
         out = op(states[i], training=training)
         if not isinstance(op, ops_lib.Identity):
-          out = self.drop_path(out, training=training if drop_path is None else drop_path)
+          out = self.drop_path(out, training=training if drop_path is None else drop_path,
+                               seed=None if seed is None else mixed_op_lib.fold_seed(seed, index))
+        index += 1
         total = out if total is None else total + out
       states.append(self._zeros(states) if total is None else total)
     return K.concatenate(states[2:], axis=-1)

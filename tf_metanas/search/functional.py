@@ -23,13 +23,22 @@ class FunctionalModel(keras.Model):
     arch = {id(v) for v in self.arch_variables}
     return [v for v in self.trainable_variables if id(v) not in arch]
 
-  def call_options(self, regularize):
-    """Extra `call` arguments that turn training-only regularization off (none here)."""
-    del regularize
+  def parameter_groups(self):
+    """The model's parameter groups, name -> variables: "weights" (w) and, for a network
+    with an architecture, "arch" (a). Meta-learners adapt and meta-learn groups by name."""
+    groups = {"weights": self.weight_variables}
+    if self.arch_variables:
+      groups["arch"] = self.arch_variables
+    return groups
+
+  def call_options(self, regularize, seed=None):
+    """Extra `call` arguments for training-only regularization: off when not
+    `regularize`, else drawn from the stateless `seed` (none here: no such regularization)."""
+    del regularize, seed
     return {}
 
   def functional_call(self, weights, images, arch=None, training=True, non_trainable=None,
-                      return_non_trainable=False, regularize=True, **call_kwargs):
+                      return_non_trainable=False, regularize=True, seed=None, **call_kwargs):
     """The network applied with `weights` (and `arch`) given as tensors: no variable changes.
 
     Args:
@@ -43,6 +52,8 @@ class FunctionalModel(keras.Model):
         statistics after this call in training mode).
       regularize: False turns training-only regularization (DropPath) off while BatchNorm
         still follows `training`: predictions after adaptation.
+      seed: optional [2] int stateless seed of training-only regularization's random draws
+        (a `TaskContext.draw_seed`); None: stateful draws.
       **call_kwargs: forwarded to `call` (e.g. `mixture`).
 
     Returns:
@@ -56,7 +67,7 @@ class FunctionalModel(keras.Model):
     trainable = [given.get(id(v), v.value) for v in self.trainable_variables]
     if non_trainable is None:
       non_trainable = [v.value for v in self.non_trainable_variables]
-    call_kwargs.update(self.call_options(regularize))
+    call_kwargs.update(self.call_options(regularize, seed))
     logits, updated = self.stateless_call(trainable, list(non_trainable), images,
                                           training=training, **call_kwargs)
     return (logits, updated) if return_non_trainable else logits

@@ -19,6 +19,11 @@ class OpCache:
     self.outputs = {}
 
 
+def fold_seed(seed, index):
+  """`seed` with `index` folded in: the stateless seed of a sub-part (cell, edge, op)."""
+  return tf.random.experimental.stateless_fold_in(seed, index)
+
+
 def static_value(tensor):
   """The value of `tensor` if known without running a graph (eager, constant), else None."""
   if isinstance(tensor, np.ndarray):
@@ -51,6 +56,10 @@ class MixedOp(layers.Layer):
       call returns None.
     training: BatchNorm mode.
     drop_path: DropPath on or off (default: `training`).
+    op_mask: optional [num_ops] bools known at trace time (numpy): ops whose entry is False
+      are not computed (an architecture's structural state: ops removed or an edge fixed
+      to one op).
+    seed: optional [2] int stateless seed of this edge's DropPath masks (op i folds in i).
     cache: optional OpCache shared by the edges leaving the same node: outputs of
       parameter-free ops (pooling with a batch-statistics BatchNorm, identity) are computed
       once per node and reused by its other edges, which compute the same function (each
@@ -73,16 +82,17 @@ class MixedOp(layers.Layer):
   def compute_output_shape(self, input_shape):
     return ops_lib.output_shape(input_shape, self.channels, self.stride)
 
-  def call(self, x, weights, training=None, drop_path=None, cache=None):
+  def call(self, x, weights, training=None, drop_path=None, cache=None, op_mask=None, seed=None):
     known = static_value(weights)
     total, weights = None, tf.unstack(weights)
     drop = training if drop_path is None else drop_path
     for i, (name, op) in enumerate(zip(self.op_names, self.candidates)):
-      if known is not None and known[i] == 0:
+      if (known is not None and known[i] == 0) or (op_mask is not None and not op_mask[i]):
         continue
       out = self._apply(name, op, x, training, cache)
       if not isinstance(op, ops_lib.Identity):
-        out = self.drop_path(out, training=drop)
+        out = self.drop_path(out, training=drop,
+                             seed=None if seed is None else fold_seed(seed, i))
       term = weights[i] * out
       total = term if total is None else total + term
     return total

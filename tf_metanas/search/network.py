@@ -9,6 +9,7 @@ from tf_metanas.search import batch_norm
 from tf_metanas.search import cell as cell_lib
 from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
+from tf_metanas.search import mixed_op as mixed_op_lib
 from tf_metanas.search import ops as ops_lib
 from tf_metanas.search import topology
 
@@ -50,16 +51,22 @@ class _Network(functional.FunctionalModel):
       reduction_prev = reduction
     return plan
 
-  def _features(self, images, cell_call, training):
+  def _features(self, images, cell_call, training, seed=None):
+    """`cell_call(cell, s0, s1, seed)` with each cell's DropPath seed (cell i folds in i)."""
     x = keras.ops.cast(images, self.compute_dtype)
     s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
-    for cell in self.cells:
-      s0, s1 = s1, cell_call(cell, s0, s1)
+    for index, cell in enumerate(self.cells):
+      cell_seed = None if seed is None else mixed_op_lib.fold_seed(seed, index)
+      s0, s1 = s1, cell_call(cell, s0, s1, cell_seed)
     return self.classifier(self.pool(s1))
 
-  def call_options(self, regularize):
-    """`drop_path=False` when not regularizing and DropPath is on."""
-    return {} if regularize or not self.drop_path_rate else {"drop_path": False}
+  def call_options(self, regularize, seed=None):
+    """With DropPath on: `drop_path=False` when not regularizing, else the draws' `seed`."""
+    if not self.drop_path_rate:
+      return {}
+    if not regularize:
+      return {"drop_path": False}
+    return {} if seed is None else {"seed": seed}
 
   def build(self, input_shape):
     shape = tuple(input_shape)
@@ -101,6 +108,7 @@ class SearchNetwork(_Network):
       softmax of the architecture variables at temperature 1.
     training: BatchNorm and DropPath mode.
     drop_path: DropPath on or off (default: `training`).
+    seed: optional [2] int stateless seed of the DropPath masks (default: stateful draws).
 
   Example:
     net = SearchNetwork(num_classes=5)
@@ -145,22 +153,24 @@ class SearchNetwork(_Network):
     betas = dict(zip(mixture_lib.CELL_TYPES, arch[2:])) if self.input_k else None
     return alphas, betas
 
-  def mixture(self, arch=None, tau_alpha=1.0, tau_beta=1.0, threshold=0.0):
+  def mixture(self, arch=None, tau_alpha=1.0, tau_beta=1.0, threshold=0.0, op_masks=None):
     """Softmax mixture weights with temperatures (Eq. 5, 7) from `arch` or the variables;
-    `threshold` > 0 prunes the weights below it (METANAS task-specific architecture)."""
+    `threshold` > 0 prunes the weights below it (METANAS task-specific architecture);
+    `op_masks` (cell type -> [num_edges, num_ops] numpy bools, a `Structure`'s) removes
+    the ops that are False: the softmax runs over the others, which are not computed."""
     alphas, betas = self.arch_dict(arch)
     return mixture_lib.mixture(alphas, betas, self.num_nodes, max(self.input_k, 1),
-                               tau_alpha, tau_beta, threshold)
+                               tau_alpha, tau_beta, threshold, op_masks)
 
-  def call(self, images, mixture=None, training=None, drop_path=None):
+  def call(self, images, mixture=None, training=None, drop_path=None, seed=None):
     mixture = self.mixture() if mixture is None else mixture
 
-    def cell_call(cell, s0, s1):
+    def cell_call(cell, s0, s1, cell_seed):
       kind = "reduce" if cell.reduction else "normal"
       return cell(s0, s1, mixture[f"{kind}_ops"], mixture[f"{kind}_edges"], training=training,
-                  drop_path=drop_path)
+                  drop_path=drop_path, op_mask=mixture.get(f"{kind}_mask"), seed=cell_seed)
 
-    return self._features(images, cell_call, training)
+    return self._features(images, cell_call, training, seed)
 
   def genotype(self, rule="darts", arch=None, k=2, threshold=0.01, tau_alpha=1.0,
                tau_beta=1.0):
@@ -238,11 +248,13 @@ class FixedNetwork(_Network):
                                      reduction, reduction_prev, affine, drop_path_rate)
                   for c, reduction, reduction_prev in self._cell_plan()]
 
-  def call(self, images, training=None, drop_path=None):
-    """Logits; `drop_path` turns DropPath on or off (default: `training`)."""
+  def call(self, images, training=None, drop_path=None, seed=None):
+    """Logits; `drop_path` turns DropPath on or off (default: `training`); `seed`: optional
+    [2] int stateless seed of the DropPath masks."""
     return self._features(
-        images, lambda cell, s0, s1: cell(s0, s1, training=training, drop_path=drop_path),
-        training)
+        images, lambda cell, s0, s1, cell_seed: cell(s0, s1, training=training,
+                                                     drop_path=drop_path, seed=cell_seed),
+        training, seed)
 
   def get_config(self):
     return {**super().get_config(), "genotype": self.genotype.to_dict(), "affine": self.affine}

@@ -1,0 +1,235 @@
+"""Update rules: what one meta-iteration takes from one task, per parameter group.
+
+An UpdateRule returns, for one task (one task of every stream it reads), a direction for
+each parameter group it touches, plus metrics; the Engine averages the directions over the
+meta-batch (and the replicas) and hands each group's mean to `meta_gradients`, whose
+result that group's meta optimizer applies:
+
+  MAML (Finn et al. 2017):  direction = d L_Q(U^k(theta)) / d theta; optimizer step on it
+  first-order MAML:         the same with the inner gradients held constant
+  Reptile (Nichol et al.):  direction = U^k(theta) - theta; applied as the exact step
+                            theta <- theta + eps * mean direction (SGD on its negative)
+
+Streams: a rule routes each group to a task stream (`routes`, default every group to
+"train"): the group's direction comes from an adaptation to that stream's task and, for
+MAML, from that task's query loss. Auto-MAML and CAML update the weights from one stream
+and the architecture from another.
+
+A rule's `regime(learner, step)` is the part of its behaviour that changes the compiled
+graph (MAML++: first order before `first_order_iterations`, the multi-step loss for
+`multi_step_loss_iterations`); it is part of the learner's trace key.
+"""
+
+import gin
+import tensorflow as tf
+
+from tf_metanas.meta import losses as losses_lib
+
+
+def multi_step_weights(num_steps, step, anneal_iterations):
+  """MAML++ multi-step loss weights (the official `get_per_step_loss_importance_vector`, with
+  meta-iterations for its epochs): with K steps and progress f = step / anneal_iterations,
+
+    w_s = max(1/K - f / K, 0.03 / K)                        for s < K
+    w_K = min(1/K + f (K - 1) / K, 1 - (K - 1) 0.03 / K)
+
+  uniform 1/K at first; Maml uses them only while step < anneal_iterations and the last
+  step's loss alone after.
+  """
+  k = float(num_steps)
+  frac = tf.cast(step, tf.float32) / max(anneal_iterations, 1)
+  floor = 0.03 / k
+  others = tf.maximum(1.0 / k - frac / k, floor)
+  last = tf.minimum(1.0 / k + frac * (k - 1.0) / k, 1.0 - (k - 1.0) * floor)
+  return tf.concat([tf.fill([num_steps - 1], others), [last]], 0)
+
+
+class UpdateRule:
+  """Base: routes, regime and the meta-gradient of a group's mean direction.
+
+  Args:
+    routes: group name -> stream its direction comes from (groups not named: "train";
+      learner-owned groups such as "inner_lr_weights" follow their base group).
+  """
+
+  def __init__(self, routes=None):
+    self.routes = dict(routes or {})
+
+  def stream_of(self, learner, group):
+    return self.routes.get(group, self.routes.get(learner.base_group(group), "train"))
+
+  def streams(self, learner, groups):
+    """The streams the directions of `groups` come from, in a fixed order."""
+    return tuple(sorted({self.stream_of(learner, g) for g in groups}))
+
+  def regime(self, learner, step):
+    """What of this rule changes the compiled graph at meta-step `step` (hashable)."""
+    del learner, step
+    return ()
+
+  def groups(self, learner):
+    """The groups this rule gives directions for (before warm-up freezes any)."""
+    return tuple(learner.meta_groups)
+
+  def task_directions(self, learner, tasks, groups, plan, state, task_index):
+    """(directions {group: [tensors]}, metrics {name: scalar}, auxiliary {name: [tensors]},
+    inner-optimizer state) of one task per stream (`tasks`: stream -> task dict), for the
+    `groups` the iteration touches, under `plan` (the learner's IterationPlan: this rule's
+    regime, warm-up), starting from inner-optimizer `state` (None: fresh); `task_index` is
+    the task's position in the meta-batch (it seeds the task's random draws)."""
+    raise NotImplementedError
+
+  def auxiliary(self, learner):
+    """Names of the auxiliary state (e.g. per-step BatchNorm statistics) it returns."""
+    del learner
+    return ()
+
+  def meta_gradients(self, learner, group, mean_directions):
+    """What the group's meta optimizer applies, from its mean direction (a replica's share
+    of it: the optimizer sums the shares over replicas)."""
+    del learner, group
+    return mean_directions
+
+  def _per_stream(self, learner, tasks, groups, state, task_index, one):
+    """Runs `one(task, stream groups, state, context)` per stream and merges the outputs;
+    metrics of the first stream keep their names, the others get a "stream/" prefix."""
+    directions, metrics, auxiliary = {}, {}, {}
+    for i, stream in enumerate(self.streams(learner, groups)):
+      mine = [g for g in groups if self.stream_of(learner, g) == stream]
+      d, m, a, state = one(tasks[stream], mine, state, stream, task_index)
+      directions.update(d)
+      auxiliary.update(a)
+      metrics.update({(k if i == 0 else f"{stream}/{k}"): v for k, v in m.items()})
+    return directions, metrics, auxiliary, state
+
+  def metric_names(self, learner, groups):
+    streams = self.streams(learner, groups)
+    return [k if i == 0 else f"{s}/{k}" for i, s in enumerate(streams)
+            for k in losses_lib.METRICS]
+
+
+@gin.configurable(module="tf_metanas.meta")
+class Maml(UpdateRule):
+  """MAML meta-gradients, with the MAML++ schedule options.
+
+  Args:
+    first_order: first-order MAML (inner gradients held constant).
+    first_order_iterations: MAML++ derivative-order annealing: first order before this
+      meta-iteration, second order after.
+    multi_step_loss_iterations: > 0: the MAML++ multi-step loss (annealed per-step
+      weights) for this many meta-iterations, the last step's loss alone after.
+    gradient_clip: clip each entry of a group's mean meta-gradient to [-c, c] (the
+      official MAML code on mini-ImageNet and MAML++: 10), except learnable inner learning
+      rates (groups "inner_lr_*"), which MAML++ does not clamp; None: no clipping.
+    routes: group -> stream (see UpdateRule).
+  """
+
+  def __init__(self, first_order=False, first_order_iterations=0, multi_step_loss_iterations=0,
+               gradient_clip=None, routes=None):
+    super().__init__(routes)
+    self.first_order = bool(first_order)
+    self.first_order_iterations = int(first_order_iterations)
+    self.multi_step_loss_iterations = int(multi_step_loss_iterations)
+    self.gradient_clip = gradient_clip
+
+  def regime(self, learner, step):
+    """(first order, multi-step loss) at meta-step `step`."""
+    del learner
+    return (self.first_order or step < self.first_order_iterations,
+            step < self.multi_step_loss_iterations)
+
+  def auxiliary(self, learner):
+    return tuple(learner.auxiliary_variables)
+
+  def task_directions(self, learner, tasks, groups, plan, state, task_index):
+    first_order, multi_step = plan.regime
+    protocol = learner.training_protocol(plan.warmup)
+    return self._per_stream(
+        learner, tasks, groups, state, task_index,
+        lambda task, mine, state, stream, index: self._one(
+            learner, task, mine, first_order, multi_step, state,
+            learner.task_context(task, protocol, stream, index)))
+
+  def _one(self, learner, task, groups, first_order, multi_step, state, context):
+    """d L_Q(U^k(theta)) / d theta for `groups` (and d / d the inner lrs, BN weights)."""
+    params = learner.meta_parameters()
+    sources = {g: params[g] if g in params else list(learner.meta_groups[g]) for g in groups}
+    with tf.GradientTape() as tape:
+      tape.watch(tf.nest.flatten(sources))
+      trajectory, losses, state = learner.adapt_trajectory(
+          task, context, first_order=first_order, params=params, state=state)
+      if multi_step:
+        steps = context.num_steps
+        weights = multi_step_weights(steps, learner.step,
+                                                 self.multi_step_loss_iterations)
+        query = [learner.query(task, trajectory[s + 1], context.after(s + 1))
+                 for s in range(steps)]
+        loss = tf.add_n([w * q[0] for w, q in zip(tf.unstack(weights), query)])
+        acc = query[-1][1]
+      else:
+        loss, acc = learner.query(task, trajectory[-1], context.prediction())
+    auxiliary = learner.recorded_auxiliary()
+    flat = tape.gradient(loss, tf.nest.flatten(sources),
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    flat = [tf.convert_to_tensor(g) for g in flat]  # per-step slices are gathered (sparse)
+    directions = tf.nest.pack_sequence_as(sources, flat)
+    metrics = losses_lib.task_metrics(loss, acc, losses)
+    return directions, metrics, auxiliary, tf.nest.map_structure(tf.stop_gradient, state)
+
+  def meta_gradients(self, learner, group, mean_directions):
+    if not self.gradient_clip or group.startswith("inner_lr"):
+      return mean_directions
+    # The mean is summed over the replicas here first: clipping does not commute with it.
+    replicas = learner.strategy.num_replicas_in_sync
+    if replicas > 1:
+      mean_directions = tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.SUM, mean_directions)
+    clip = float(self.gradient_clip)
+    return [tf.clip_by_value(g, -clip, clip) / replicas for g in mean_directions]
+
+
+@gin.configurable(module="tf_metanas.meta")
+class Reptile(UpdateRule):
+  """Reptile: the direction of a task is its adapted parameters minus the meta-parameters,
+  adapted first order in a tf.while_loop (or unrolled); groups step by eps * the mean."""
+
+  def groups(self, learner):
+    return tuple(learner.inner_groups)
+
+  def __init__(self, routes=None, unroll=False):
+    """`unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
+    operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
+    super().__init__(routes)
+    self.unroll = bool(unroll)
+
+  def task_directions(self, learner, tasks, groups, plan, state, task_index):
+    protocol = learner.training_protocol(plan.warmup)
+    return self._per_stream(
+        learner, tasks, groups, state, task_index,
+        lambda task, mine, state, stream, index: self._one(
+            learner, task, mine, state, learner.task_context(task, protocol, stream, index)))
+
+  def _one(self, learner, task, groups, state, context):
+    params = learner.meta_parameters()
+    if self.unroll:
+      trajectory, losses, state = learner.adapt_trajectory(task, context, True, params, state)
+      final, state = tf.nest.map_structure(tf.stop_gradient, (trajectory[-1], state))
+    else:
+      final, losses, state = learner.adapt_task(task, context, params, state)
+    directions = {g: [a - p for a, p in zip(final[g], params[g])] for g in groups}
+    loss, acc = learner.query(task, final, context.prediction())
+    return directions, losses_lib.task_metrics(loss, acc, losses), {}, state
+
+  def meta_gradients(self, learner, group, mean_directions):
+    # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
+    del learner, group
+    return [-d for d in mean_directions]
+
+
+def from_algorithm(algorithm, first_order_iterations=0, multi_step_loss_iterations=0,
+                   gradient_clip=None):
+    """The rule of a MetaLearner `algorithm` name ("maml", "fomaml", "reptile")."""
+    if algorithm == "reptile":
+      return Reptile()
+    return Maml(algorithm == "fomaml", first_order_iterations, multi_step_loss_iterations,
+                gradient_clip)
