@@ -222,6 +222,12 @@ def test_every_gin_file_parses(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "accuracy", "ci95",
+               "num_tasks", "meta_iterations", "tasks_seen", "train_seconds", "test_seconds",
+               "parameters", "transductive_batch_norm", "seed", "config_hash", "protocol",
+               "method_results")
+
+
 def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(path)
   shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
@@ -233,9 +239,14 @@ def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(TINY, params=params)
   results = runner_lib.Runner(model_dir=tmp_path).run()
   assert 0.0 <= results["accuracy"] <= 1.0 and (tmp_path / "ckpt-2.index").exists()
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert set(saved) == set(RESULT_KEYS)  # one schema for every method
+  assert saved["num_tasks"] == 4 and saved["meta_iterations"] == 2 and saved["parameters"] > 0
   if gin.query_parameter("Runner.learner").selector == "Metanas":
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["task_parameter_counts"]) == 4 and saved["genotypes"][0]["tasks"] >= 1
+    method = saved["method_results"]
+    assert saved["method"] == "metanas"
+    assert len(method["task_parameter_counts"]) == 4 and method["genotypes"][0]["tasks"] >= 1
+    assert saved["parameters"] == pytest.approx(np.mean(method["task_parameter_counts"]))
 
 
 @pytest.mark.parametrize("name, train_queries, test_queries, test_batch", [

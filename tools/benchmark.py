@@ -158,12 +158,10 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
   with tempfile.TemporaryDirectory() as model_dir, strategy.scope():
     runner = runner_lib.Runner(model_dir=model_dir)
   learner, batch_size = runner.learner, runner.meta_batch_size
-  data = iter(runner.samplers["train"].dataset(batch_size))
+  data = iter(runner.streams["train"].dataset(batch_size))
   batch = next(data)
   task = tf.nest.map_structure(lambda t: t[0], batch)
-  warmup, first_order = learner.in_warmup(), learner.first_order_now()
-  task_fn = tf.function(lambda t: learner.task_update(t, first_order, warmup, unroll=True),
-                        autograph=False)
+  task_fn = tf.function(lambda t: learner.task_directions(t, unroll=True), autograph=False)
   flops = batch_size * _flops(task_fn.get_concrete_function(task))
   start = time.perf_counter()
   learner.train_step(batch)

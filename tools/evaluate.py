@@ -33,8 +33,8 @@ def main(argv):
   if not runner.restore():
     raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
   results = runner.test(_RESULTS.value)
-  logging.info("meta-test accuracy %.2f%% +- %.2f%% (95%% CI, %d tasks)",
-               100 * results["accuracy"], 100 * results["ci95"], results["num_tasks"])
+  for line in runner.summary_lines(results):
+    logging.info("%s", line)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from absl import logging
 import gin
 
 from tf_metanas import configurables
-from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.train import cli
 from tf_metanas.train import runner as runner_lib
 
@@ -32,18 +31,8 @@ def main(argv):
     runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
   gin.finalize()
   results = runner.run()
-  logging.info("meta-test accuracy %.2f%% +- %.2f%% (95%% CI, %d tasks), %d parameters",
-               100 * results["accuracy"], 100 * results["ci95"], results["num_tasks"],
-               results["parameters"])
-  if "task_genotypes" in results:  # architecture search: the task-specific architectures
-    sizes = results["task_parameters"]
-    logging.info("task-specific parameters: mean %.0f, min %d, max %d", sizes["mean"],
-                 sizes["min"], sizes["max"])
-    for kind, key in (("task-specific", "task_genotypes"), ("pairwise (to scale up)", "genotypes")):
-      common = results[key][0]
-      logging.info("most common %s genotype (%d of %d tasks, %d parameters): %s", kind,
-                   common["tasks"], results["num_tasks"], common["parameters"],
-                   genotype_lib.Genotype.from_dict(common["genotype"]).summary())
+  for line in runner.summary_lines(results):
+    logging.info("%s", line)
   logging.info("results: %s/results.json; TensorBoard: tensorboard --logdir %s",
                _MODEL_DIR.value, _MODEL_DIR.value)
 

@@ -80,16 +80,19 @@ class EpisodeSampler:
   Args:
     store: the ImageStore of the split.
     spec: an EpisodeSpec.
-    seed: the sampler's seed; episode i uses np.random.default_rng([seed, i]).
+    seed: the sampler's seed; episode i uses np.random.default_rng([seed, i]), or
+      np.random.default_rng([seed, stream, i]) with a `stream` id.
     name: the split's name, for error messages.
+    stream: optional int id of a task stream (`TaskStream.sampler_stream`).
 
   Raises:
     EpisodeSpecError: the split has fewer classes than ways, or a class has fewer images
       than shots + queries.
   """
 
-  def __init__(self, store, spec, seed=0, name="split"):
+  def __init__(self, store, spec, seed=0, name="split", stream=None):
     self.store, self.spec, self.seed, self.name = store, spec, int(seed), name
+    self._key = [self.seed] if stream is None else [self.seed, int(stream)]
     if spec.num_ways > store.num_classes:
       raise errors.EpisodeSpecError(
           f"{spec.num_ways}-way episodes need at least {spec.num_ways} classes, but {name} "
@@ -106,7 +109,7 @@ class EpisodeSampler:
   def episode(self, index):
     """Episode `index` as a dict of numpy arrays (see EPISODE_KEYS)."""
     spec = self.spec
-    rng = np.random.default_rng([self.seed, int(index)])
+    rng = np.random.default_rng(self._key + [int(index)])
     classes = rng.choice(self.store.num_classes, spec.num_ways, replace=False)
     support, query = [], []
     for c in classes:

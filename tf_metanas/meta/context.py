@@ -15,16 +15,12 @@ under XLA (stateless ops only).
 """
 
 import dataclasses
-import zlib
 
 import tensorflow as tf
 
+from tf_metanas.data.streams import stream_id
+
 EVALUATION_STEP = -1  # the meta-step folded into the seeds of tasks adapted at evaluation
-
-
-def stream_id(stream):
-  """A stable integer for a stream name (its CRC-32; the same in every process)."""
-  return zlib.crc32(stream.encode("utf-8")) & 0x7FFFFFFF
 
 
 def fold(seed, *values):

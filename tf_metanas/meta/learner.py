@@ -508,15 +508,19 @@ class MetaLearner:
 
   # ---- meta-training ----------------------------------------------------------------------
 
-  def task_directions(self, tasks, state=None, task_index=0):
+  def task_directions(self, tasks, state=None, task_index=0, unroll=False):
     """The update rule's per-group directions (meta-gradients, or adapted - meta for
     Reptile), metrics, auxiliary state and final inner-optimizer state of one task (a dict
-    of one task's tensors, or stream -> task), at the next meta-iteration's plan."""
+    of one task's tensors, or stream -> task), at the next meta-iteration's plan.
+    `unroll=True` builds Reptile's inner steps without tf.while_loop (a loop-free graph
+    whose operations the TF profiler counts: tools/benchmark.py)."""
     if "support_images" in tasks:
       tasks = {stream: tasks for stream in self.streams()}
+    rule = self.rule
+    if unroll and isinstance(rule, rules_lib.Reptile):
+      rule = rules_lib.Reptile(rule.routes, unroll=True)
     plan = self.plan()
-    return self.rule.task_directions(self, tasks, self.touched_groups(plan), plan, state,
-                                     task_index)
+    return rule.task_directions(self, tasks, self.touched_groups(plan), plan, state, task_index)
 
   def streams(self):
     """The task streams the rule reads."""
@@ -627,6 +631,12 @@ class MetaLearner:
     evaluation): the model's weights, the same for every task here."""
     count = int(sum(np.prod(v.shape) for v in self.model.weight_variables))
     return [count] * len(outputs["accuracy"])
+
+  def method_name(self):
+    """The method's name in results.json: the algorithm, "++" with MAML++ options."""
+    plus = bool(self.inner_lrs or self.bn_weights or self.bn_statistics or
+                getattr(self.rule, "multi_step_loss_iterations", 0))
+    return self.algorithm + ("++" if plus else "")
 
   def report(self, results):
     """Lines a binary prints about the method's results section (none here)."""

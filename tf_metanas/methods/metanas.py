@@ -136,7 +136,7 @@ class Metanas(learner_lib.MetaLearner):
     self.normalizer, self.threshold = normalizer, float(threshold)
     self.train_threshold = float(train_threshold)
     self.meta_prune_threshold, self.meta_prune_every = float(meta_prune_threshold), int(meta_prune_every)
-    self.report_tasks = int(report_tasks)
+    self.report_tasks, self._last_report = int(report_tasks), None
     super().__init__(model, forward=self._forward, **kwargs)
     self.structure = structure_lib.Structure(len(model.cells[0].edges), model.op_names)
 
@@ -226,6 +226,26 @@ class Metanas(learner_lib.MetaLearner):
     signature["arch"] = [tf.TensorSpec(v.shape, v.dtype) for v in self.model.arch_variables]
     return signature
 
+  def method_name(self):
+    return "metanas"
+
+  def task_parameter_counts(self, outputs):
+    """The parameters of each task's task-specific (pruned) architecture."""
+    return self.task_report(outputs["arch"])[1]
+
+  def report(self, results):
+    """The task-specific parameter counts and the most common genotypes, as lines."""
+    sizes, lines = results["task_parameters"], []
+    lines.append(f"task-specific parameters: mean {sizes['mean']:.0f}, min {sizes['min']}, "
+                 f"max {sizes['max']}")
+    tasks = len(results["task_parameter_counts"])
+    for kind, key in (("task-specific", "task_genotypes"), ("pairwise (to scale up)", "genotypes")):
+      common = results[key][0]
+      lines.append(f"most common {kind} genotype ({common['tasks']} of {tasks} tasks, "
+                   f"{common['parameters']} parameters): "
+                   f"{genotype_lib.Genotype.from_dict(common['genotype']).summary()}")
+    return lines
+
   def task_report(self, archs):
     """Genotypes and parameter counts of adapted tasks.
 
@@ -236,11 +256,15 @@ class Metanas(learner_lib.MetaLearner):
       (task-specific genotypes, their parameter counts, [(genotype, tasks, parameters)] of
       the task-specific genotypes most common first, the same of the pairwise genotypes).
     """
+    if self._last_report and self._last_report[0] is archs:  # summarize, then the counts
+      return self._last_report[1]
     tasks = [[a[i] for a in archs] for i in range(len(archs[0]))]
     genotypes = [self.genotype_of(arch) for arch in tasks]
     counts = [self.model.count_params_of(g) for g in genotypes]
-    return (genotypes, counts, self._most_common(genotypes),
-            self._most_common([self.pairwise_genotype_of(arch) for arch in tasks]))
+    report = (genotypes, counts, self._most_common(genotypes),
+              self._most_common([self.pairwise_genotype_of(arch) for arch in tasks]))
+    self._last_report = (archs, report)
+    return report
 
   def _most_common(self, genotypes):
     return [(g, n, self.model.count_params_of(g))
@@ -299,6 +323,7 @@ def most_common_genotype(path):
   genotype, two ops per node, what Sec. 5.2 scales up) or a genotype JSON file
   (`Genotype.to_json`)."""
   data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+  data = data.get("method_results", data)
   if "genotypes" in data:
     if data.get("genotype_rule") != "pairwise":
       raise ValueError(

@@ -5,7 +5,7 @@ model_dir/
   ckpt-*                   tf.train.CheckpointManager checkpoints: model, meta optimizers,
                            meta step (= the episode sampler's position), inner lrs
   train/, eval/            TensorBoard events: Train/..., Eval/... scalars, the config text
-  results.json             final meta-test: mean accuracy, 95% CI, tasks, parameters
+  results.json             final meta-test in one schema for every method (`Runner.test`)
 
 A Runner built inside `strategy.scope()` meta-trains under that tf.distribute strategy.
 With several workers (MultiWorkerMirroredStrategy) every worker runs the same Runner on the
@@ -14,6 +14,7 @@ every step, only the chief writes model_dir; the others write their (identical) 
 to a scratch directory they delete, and restore from the chief's.
 """
 
+import hashlib
 import json
 import pathlib
 import shutil
@@ -29,6 +30,7 @@ from tf_metanas import distribute
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.data import errors
 from tf_metanas.data import registry
+from tf_metanas.data import streams as streams_lib
 from tf_metanas.data import synthetic
 
 
@@ -55,6 +57,19 @@ def load_splits(name="glyphs", synthetic_image_shape=None, **kwargs):
   return registry.load_dataset(name, **kwargs)
 
 
+def _dataset_name():
+  """The dataset `load_splits` loads under the current gin bindings."""
+  try:
+    if gin.query_parameter("tf_metanas.train.load_splits.synthetic_image_shape"):
+      return "synthetic"
+  except ValueError:
+    pass
+  try:
+    return gin.query_parameter("tf_metanas.train.load_splits.name")
+  except ValueError:
+    return "glyphs"  # load_splits' default
+
+
 @gin.configurable(module="tf_metanas.train")
 class Runner:
   """Meta-trains, meta-validates and meta-tests one MetaLearner.
@@ -77,17 +92,22 @@ class Runner:
     seed: seeds initialization and the episode samplers.
     splits: dict split -> ImageStore (default: `load_splits()` from gin).
     max_checkpoints: checkpoints kept in model_dir (the oldest are deleted).
+    streams: TaskStreams of the meta-train split (default: one stream "train" of all of
+      it); the learner's update rule says which it reads.
+    dataset: the dataset's name in results.json (default: `load_splits`'s).
   """
 
   def __init__(self, model_dir, network, learner, train_spec=None, test_spec=None,
                meta_batch_size=4, num_iterations=1000, eval_every=500, eval_tasks=100,
                test_tasks=600, test_batch_size=20, checkpoint_every=100, log_every=10, seed=0,
-               splits=None, max_checkpoints=3):
+               splits=None, max_checkpoints=3, streams=(streams_lib.TaskStream(),),
+               dataset=None):
     self.model_dir = pathlib.Path(model_dir)
     self.meta_batch_size, self.num_iterations = int(meta_batch_size), int(num_iterations)
     self.eval_every, self.eval_tasks, self.test_tasks = eval_every, eval_tasks, test_tasks
     self.test_batch_size, self.checkpoint_every = test_batch_size, checkpoint_every
     self.log_every = log_every
+    self.seed, self.dataset = int(seed), dataset or ("custom" if splits else _dataset_name())
     splits = splits if splits is not None else load_splits()
     train_spec = train_spec or episodes_lib.EpisodeSpec()
     test_spec = test_spec or train_spec
@@ -102,12 +122,11 @@ class Runner:
     keras.utils.set_random_seed(seed)
     self.model = network(num_classes=train_spec.num_ways)
     self.model.build((None,) + splits["train"].image_shape)
-    self.learner = learner(self.model)
-    train_spec = self.learner.episode_spec(train_spec, training=True)
+    self.learner = learner(self.model, seed=seed)
     test_spec = self.learner.episode_spec(test_spec, training=False)
     # Every spec is checked against its split here, before any training.
+    self.streams = self._stream_samplers(streams, splits["train"], train_spec)
     self.samplers = {
-        "train": episodes_lib.EpisodeSampler(splits["train"], train_spec, seed, "meta-train"),
         "test": episodes_lib.EpisodeSampler(splits["test"], test_spec, seed + 2, "meta-test"),
     }
     if splits["val"].num_classes:
@@ -118,12 +137,31 @@ class Runner:
           f"Runner.eval_every = {self.eval_every} meta-validates, but this dataset split has "
           f"no meta-validation classes (e.g. Omniglot's 'reptile' split, as REPTILE "
           f"validates on none): set Runner.eval_every = 0 or use a split with a val part")
-    self.checkpoint = tf.train.Checkpoint(**self.learner.checkpoint_items())
+    self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                     name="train_seconds")
+    self.checkpoint = tf.train.Checkpoint(train_seconds=self.train_seconds,
+                                          **self.learner.checkpoint_items())
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.model_dir),
                                               max_to_keep=max_checkpoints)
     self.writers = {name: tf.summary.create_file_writer(str(self.model_dir / name))
                     if self.chief else tf.summary.create_noop_writer()
                     for name in ("train", "eval")}
+
+  def _stream_samplers(self, streams, train, train_spec):
+    """An EpisodeSampler per stream the learner's rule reads."""
+    by_name = {stream.name: stream for stream in streams}
+    samplers = {}
+    for name in self.learner.streams():
+      if name not in by_name:
+        raise errors.EpisodeSpecError(
+            f"the update rule reads task stream {name!r}, but Runner.streams defines "
+            f"{sorted(by_name)}: add a TaskStream(name={name!r}, ...) to Runner.streams")
+      stream = by_name[name]
+      spec = self.learner.episode_spec(stream.spec or train_spec, training=True)
+      samplers[name] = episodes_lib.EpisodeSampler(
+          stream.store(train, self.seed), spec, self.seed, f"meta-train stream {name!r}",
+          stream.sampler_stream())
+    return samplers
 
   @property
   def parameter_count(self):
@@ -157,8 +195,10 @@ class Runner:
     """Checkpoints meta-training state into model_dir (chief) or a scratch directory that
     is deleted again (other workers: every worker saves, as tf.distribute expects)."""
     if self.chief:
+      self.learner.at_checkpoint(step)
       self.manager.save(checkpoint_number=step)
       return
+    self.learner.at_checkpoint(step)
     scratch = self.model_dir / f"worker_{distribute.task_id(self.strategy)}_scratch"
     self.checkpoint.write(str(scratch / "ckpt"))
     shutil.rmtree(scratch, ignore_errors=True)
@@ -183,11 +223,14 @@ class Runner:
     start = self.restore()
     if start >= self.num_iterations:
       return
-    data = iter(self.samplers["train"].dataset(self.meta_batch_size, start_batch=start,
-                                                num_batches=self.num_iterations - start))
+    data = {name: iter(sampler.dataset(self.meta_batch_size, start_batch=start,
+                                       num_batches=self.num_iterations - start))
+            for name, sampler in self.streams.items()}
     tick, tick_step = time.perf_counter(), start
     for step in range(start + 1, self.num_iterations + 1):
-      metrics = self.learner.train_step(next(data))
+      began = time.perf_counter()
+      metrics = self.learner.train_step({name: next(it) for name, it in data.items()})
+      self.train_seconds.assign_add(time.perf_counter() - began)
       if step % self.log_every == 0 or step == self.num_iterations:
         rate = (step - tick_step) / (time.perf_counter() - tick)
         tick, tick_step = time.perf_counter(), step
@@ -211,10 +254,13 @@ class Runner:
       tf.summary.scalar(f"Eval/{split}_accuracy", mean, step=step)
       tf.summary.scalar(f"Eval/{split}_accuracy_ci95", ci, step=step)
       tf.summary.scalar(f"Eval/{split}_loss", float(np.mean(outputs["loss"])), step=step)
-      extra = self.learner.summarize(outputs, step)
+      method_results = self.learner.summarize(outputs, step)
+    self.learner.at_evaluation(split, step, outputs)
     logging.info("meta-%s at %d: accuracy %.4f +- %.4f over %d tasks", split, step, mean, ci,
                  num_tasks)
-    return {"accuracy": mean, "ci95": ci, **extra}
+    return {"accuracy": mean, "ci95": ci,
+            "parameters": float(np.mean(self.learner.task_parameter_counts(outputs))),
+            "method_results": method_results}
 
   def protocol(self):
     """The meta-test protocol, as results.json states it: episodes (ways, shots, queries
@@ -234,17 +280,47 @@ class Runner:
             "num_tasks": self.test_tasks}
 
   def test(self, results_name="results.json"):
-    """The final meta-test: writes and returns the results (mean accuracy, 95% CI, what the
-    learner adds, e.g. METANAS task-specific parameter counts and genotypes)."""
+    """The final meta-test: writes and returns the results, one schema for every method:
+
+      method, dataset, num_ways, num_shots, num_queries, accuracy and ci95 (95% CI over
+      tasks), num_tasks, meta_iterations, tasks_seen (meta-training tasks, every stream),
+      train_seconds and test_seconds (wall-clock), parameters (the mean over tasks of the
+      parameters each task predicts with: task-specific for METANAS), transductive
+      BatchNorm or not, seed, config_hash (of the operative gin config), protocol (the
+      meta-test protocol in full) and method_results (the method's own section).
+    """
     step = int(self.learner.step.numpy())
-    results = self._log_eval("test", self.test_tasks, step)
+    began = time.perf_counter()
+    evaluation = self._log_eval("test", self.test_tasks, step)
     spec = self.samplers["test"].spec
-    results.update({"num_tasks": self.test_tasks, "parameters": self.parameter_count,
-                    "meta_iterations": step, "num_ways": spec.num_ways,
-                    "num_shots": spec.num_shots, "protocol": self.protocol()})
+    config = gin.operative_config_str()
+    results = {
+        "method": self.learner.method_name(), "dataset": self.dataset,
+        "num_ways": spec.num_ways, "num_shots": spec.num_shots,
+        "num_queries": spec.num_queries, "accuracy": evaluation["accuracy"],
+        "ci95": evaluation["ci95"], "num_tasks": self.test_tasks, "meta_iterations": step,
+        "tasks_seen": step * self.meta_batch_size * len(self.streams),
+        "train_seconds": float(self.train_seconds.numpy()),
+        "test_seconds": time.perf_counter() - began,
+        "parameters": evaluation["parameters"],
+        "transductive_batch_norm": self.learner.transductive, "seed": self.seed,
+        "config_hash": hashlib.sha256(config.encode("utf-8")).hexdigest()[:16],
+        "protocol": self.protocol(), "method_results": evaluation["method_results"]}
     if self.chief:
       (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
     return results
+
+  def summary_lines(self, results):
+    """What a binary prints about `results`: the accuracy with its protocol, then the
+    method's own lines (`MetaLearner.report`)."""
+    return [f"{results['method']} on {results['dataset']}, {results['num_ways']}-way "
+            f"{results['num_shots']}-shot, {results['num_queries']} queries per class, "
+            f"{results['num_tasks']} test tasks, transductive BatchNorm "
+            f"{'on' if results['transductive_batch_norm'] else 'off'}: accuracy "
+            f"{100 * results['accuracy']:.2f}% +- {100 * results['ci95']:.2f}% (95% CI); "
+            f"{results['parameters']:.0f} parameters; {results['meta_iterations']} "
+            f"meta-iterations in {results['train_seconds']:.0f} s"
+           ] + self.learner.report(results["method_results"])
 
   def run(self):
     self.train()
