@@ -12,6 +12,7 @@ from tf_metanas.data import synthetic
 from tf_metanas.meta import inner_loop
 from tf_metanas.meta import learner as learner_lib
 from tf_metanas.meta import optimizers
+from tf_metanas.meta import rules
 from tf_metanas.meta import schedules
 from tf_metanas.search import Conv4
 
@@ -35,6 +36,19 @@ def _learner(algorithm="maml", steps=2, lr=0.1, filters=2, optimizer=None, **kwa
       net, algorithm, inner_groups=(inner_loop.ParamGroup("weights", optimizer, lr),),
       train_phases=(inner_loop.Phase(steps),), test_phases=(inner_loop.Phase(steps),),
       **kwargs)
+
+
+def _plan(regime, warmup=False, structure=()):
+  """The IterationPlan (trace key) of a MAML regime (first order, multi-step loss)."""
+  return learner_lib.IterationPlan(regime=regime, warmup=warmup, structure=structure)
+
+
+def _group_variables(learner, name):
+  """What a group meta-learns: its variables, then its learnable inner rates (LSLR), then
+  for the weights the per-step BatchNorm scales and shifts (BNWB)."""
+  groups = learner.meta_variables()
+  return (groups[name] + groups.get(f"inner_lr_{name}", []) +
+          (groups.get("bn_weights", []) if name == "weights" else []))
 
 
 # ---- pure optimizers and schedules --------------------------------------------------------
@@ -82,8 +96,10 @@ def test_schedules_hit_their_end_values(schedule, points):
 def test_inner_loss_falls():
   learner = _learner(steps=8, lr=0.5, filters=8)
   batch = _batch(steps=8)
-  trajectory, losses, _ = learner._adapt(_task(batch), learner._initial_params(),
-                                         learner.protocol(meta_training=True), first_order=True)
+  task = _task(batch)
+  trajectory, losses, _ = learner.adapt_trajectory(
+      task, learner.task_context(task, learner.protocol(meta_training=True)), first_order=True,
+      params=learner.meta_parameters())
   losses = [float(l) for l in losses]
   assert len(trajectory) == 9
   assert losses[-1] < 0.5 * losses[0]
@@ -121,14 +137,16 @@ def _query_loss_after_adaptation(learner, task, values):
   """L_Q(U^k(theta)) with theta = values, computed without the learner's meta-gradient."""
   params = {"weights": values}
   protocol = learner.protocol(meta_training=True)
-  trajectory, _, _ = learner._adapt(task, params, protocol, first_order=False)
-  return learner._query(task, trajectory[-1], protocol.num_steps, protocol)[0]
+  context = learner.task_context(task, protocol)
+  trajectory, _, _ = learner.adapt_trajectory(task, context, first_order=False, params=params)
+  return learner.query(task, trajectory[-1], context.prediction())[0]
 
 
 def test_maml_meta_gradient_matches_finite_differences(float64):
   learner = _learner("maml", steps=2, lr=0.3)
   task = _task(_batch())
-  grads, _ = learner.task_update(task, first_order=False)[:2]
+  assert not learner.first_order_now()
+  grads = learner.task_directions(task)[0]["weights"]
   theta = [tf.constant(np.array(v)) for v in learner.variables["weights"]]
   assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)  # reaches every weight
   for seed in range(3):
@@ -144,7 +162,8 @@ def test_maml_meta_gradient_matches_finite_differences(float64):
 def test_first_order_maml_equals_hand_built_reference():
   learner = _learner("fomaml", steps=1, lr=0.3)
   task = _task(_batch(steps=1))
-  grads, _ = learner.task_update(task, first_order=True)[:2]
+  assert learner.first_order_now()
+  grads = learner.task_directions(task)[0]["weights"]
 
   net = learner.model
   w = [v.value for v in net.weight_variables]
@@ -166,9 +185,13 @@ def test_first_order_maml_equals_hand_built_reference():
 
 def test_maml_and_first_order_maml_differ():
   learner = _learner("maml", steps=1, lr=0.3)
+  first_order = _learner("fomaml", steps=1, lr=0.3)  # the same initial weights (seed 0)
+  for a, b in zip(learner.variables["weights"], first_order.variables["weights"]):
+    np.testing.assert_array_equal(np.array(a), np.array(b))
   task = _task(_batch(steps=1))
-  second, _ = learner.task_update(task, first_order=False)[:2]
-  first, _ = learner.task_update(task, first_order=True)[:2]
+  assert not learner.first_order_now() and first_order.first_order_now()
+  second = learner.task_directions(task)[0]["weights"]
+  first = first_order.task_directions(task)[0]["weights"]
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(second, first)) > 1e-6
 
 
@@ -184,9 +207,11 @@ def test_reptile_step_moves_meta_weights_by_eps_times_mean_difference():
     adapted = []
     for i in range(3):
       protocol = learner.protocol(meta_training=True)
-      trajectory, _, _ = learner._adapt(_task(batch, i), learner._initial_params(), protocol,
-                                        first_order=True)
-      looped, _, _ = learner._adapt_loop(_task(batch, i), learner._initial_params(), protocol)
+      task = _task(batch, i)
+      context = learner.task_context(task, protocol)
+      trajectory, _, _ = learner.adapt_trajectory(task, context, first_order=True,
+                                                  params=learner.meta_parameters())
+      looped, _, _ = learner.adapt_task(task, context, learner.meta_parameters())
       for a, b in zip(trajectory[-1]["weights"], looped["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # unrolled == while_loop
       adapted.append([np.array(a) for a in trajectory[-1]["weights"]])
@@ -204,7 +229,8 @@ def test_maml_meta_update_applies_the_mean_meta_gradient():
                      meta_learning_rates={"weights": 0.1})
   batch = _batch(num_tasks=2, steps=1)
   before = [np.array(v) for v in learner.variables["weights"]]
-  per_task = [learner.task_update(_task(batch, i), first_order=False)[0] for i in range(2)]
+  assert not learner.first_order_now()
+  per_task = [learner.task_directions(_task(batch, i))[0]["weights"] for i in range(2)]
   learner.train_step(batch)
   for k, v in enumerate(learner.variables["weights"]):
     mean_grad = (np.array(per_task[0][k]) + np.array(per_task[1][k])) / 2
@@ -215,7 +241,7 @@ def test_one_compiled_meta_iteration_does_not_retrace():
   learner = _learner("maml", steps=2)
   for seed in range(4):
     learner.train_step(_batch(seed=seed))
-  assert learner._train_fns[(False, False, False)].experimental_get_tracing_count() == 1
+  assert learner.trace_counts()[_plan((False, False))] == 1
   assert int(learner.step.numpy()) == 4
 
 
@@ -258,7 +284,7 @@ def test_derivative_order_annealing_switches_to_second_order():
     orders.append(learner.first_order_now())
     learner.train_step(_batch(steps=1, seed=seed))
   assert orders == [True, True, False]
-  assert set(learner._train_fns) == {(True, False, False), (False, False, False)}
+  assert set(learner.trace_counts()) == {_plan((True, False)), _plan((False, False))}
 
 
 def test_reptile_rejects_options_that_need_query_gradients():
@@ -286,7 +312,7 @@ def test_adapt_returns_a_model_that_predicts_the_new_task():
   assert adapted.accuracy(task["query_images"], task["query_labels"]) >= 0.8
   again = learner.adapt(task["support_images"], task["support_labels"])  # reuses the trace
   np.testing.assert_allclose(again.support_losses, adapted.support_losses, rtol=1e-6)
-  assert len(learner._adapt_fns) == 1
+  assert learner.compiled_adaptations() == 1
 
 
 def test_per_step_bn_statistics_track_each_steps_batch_moments():
@@ -339,10 +365,10 @@ def test_two_groups_with_learnable_inner_rates_update_in_order():
   learner = learner_lib.MetaLearner(
       net, "maml", inner_groups=groups, train_phases=(inner_loop.Phase(2, ("weights", "arch")),),
       learnable_inner_lr=True, meta_learning_rates={"weights": 1e-3, "arch": 1e-3})
-  before = {n: [np.array(v) for v in learner._meta_variables(n)] for n in learner.groups}
+  before = {n: [np.array(v) for v in _group_variables(learner, n)] for n in learner.groups}
   learner.train_step(_batch(steps=2))
   for name in learner.groups:
-    after = [np.array(v) for v in learner._meta_variables(name)]
+    after = [np.array(v) for v in _group_variables(learner, name)]
     assert [a.shape for a in after] == [b.shape for b in before[name]]
     assert any(not np.allclose(a, b) for a, b in zip(after, before[name]))
   arch_lrs_before = before["arch"][len(learner.variables["arch"]):]
@@ -353,11 +379,17 @@ def test_two_groups_with_learnable_inner_rates_update_in_order():
 
 def test_unrolled_reptile_task_equals_the_while_loop_one():
   learner = _learner("reptile", steps=3)
+  unrolling = _learner("reptile", steps=3, rule=rules.Reptile(unroll=True))  # same weights
   task = _task(_batch(steps=3))
-  looped, looped_metrics, _ = learner.task_update(task)
-  unrolled, unrolled_metrics, _ = tf.function(
-      lambda t: learner.task_update(t, unroll=True), autograph=False)(task)
-  for a, b in zip(looped, unrolled):
+  looped, looped_metrics = learner.task_directions(task)[:2]
+  # In a graph (as tools/benchmark.py profiles it): the plan is read eagerly, outside.
+  plan = unrolling.plan()
+  unrolled, unrolled_metrics = tf.function(
+      lambda t: unrolling.rule.task_directions(unrolling, {"train": t},
+                                               unrolling.touched_groups(plan), plan, None, 0)[:2],
+      autograph=False)(task)
+  assert set(looped) == set(unrolled) == {"weights"}
+  for a, b in zip(looped["weights"], unrolled["weights"]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   for key, value in looped_metrics.items():
     assert float(unrolled_metrics[key]) == pytest.approx(float(value), rel=1e-5)
@@ -385,13 +417,15 @@ def test_multi_step_loss_is_used_for_its_iterations_then_the_last_step_alone():
                  meta_learning_rates={"weights": 0.0})
   plain = _learner("maml", steps=2, lr=0.3, meta_learning_rates={"weights": 0.0})
   task = _task(_batch(steps=2))
-  during, _, _ = msl.task_update(task, first_order=False)
-  reference, _, _ = plain.task_update(task, first_order=False)
+  assert not msl.first_order_now() and not plain.first_order_now()
+  during = msl.task_directions(task)[0]["weights"]
+  reference = plain.task_directions(task)[0]["weights"]
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(during, reference)) > 1e-5
   assert msl.multi_step_loss_now()
   msl.train_step(_batch(steps=2))  # a meta learning rate of 0: the parameters stay put
   assert not msl.multi_step_loss_now()
-  after, _, _ = msl.task_update(task, first_order=False)
+  assert not msl.first_order_now()
+  after = msl.task_directions(task)[0]["weights"]
   for a, b in zip(after, reference):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
@@ -409,8 +443,8 @@ def test_per_step_bn_weights_are_meta_learned_per_step_and_not_adapted(float64):
   for v in learner.bn_weights:  # distinct scales and shifts per step
     v.assign(v + rng.normal(0, 0.3, v.shape))
   task = _task(_batch(steps=2))
-  grads, _, _ = learner.task_update(task, first_order=False)
-  bn_grads = grads[len(learner.variables["weights"]):]
+  assert not learner.first_order_now()
+  bn_grads = learner.task_directions(task)[0]["bn_weights"]
 
   def query_loss():
     """MAML by hand: two SGD steps on the support batches with the slot-0 then slot-1
@@ -504,9 +538,8 @@ def test_sum_over_shots_loss_is_n_times_the_mean_on_a_full_support_set():
   # the query loss: 5 queries per class at K = 1, sum / K = 15 x the mean (the same
   # adaptation: lr 0.1 on the sum is lr 0.3 on the mean for a 3-way 1-shot support set)
   one_shot = _task(_batch(num_tasks=1, ways=3, shots=1, queries=5, steps=1))
-  metrics = {reduction: _learner("maml", steps=1, lr=lr, loss_reduction=reduction).task_update(
-      one_shot, first_order=False)[1] for reduction, lr in (("sum_over_shots", 0.1),
-                                                            ("mean", 0.3))}
+  metrics = {reduction: _learner("maml", steps=1, lr=lr, loss_reduction=reduction).task_directions(
+      one_shot)[1] for reduction, lr in (("sum_over_shots", 0.1), ("mean", 0.3))}
   assert float(metrics["sum_over_shots"]["query_loss"]) == pytest.approx(
       15 * float(metrics["mean"]["query_loss"]), rel=1e-4)
   with pytest.raises(ValueError, match="unknown loss_reduction 'sum'"):
@@ -518,7 +551,8 @@ def test_meta_gradients_are_clipped_after_the_mean_over_tasks():
                      meta_learning_rates={"weights": 1.0})
   batch = _batch(num_tasks=2, steps=1)
   before = [np.array(v) for v in learner.variables["weights"]]
-  grads = [learner.task_update(_task(batch, i), first_order=False)[0] for i in range(2)]
+  assert not learner.first_order_now()
+  grads = [learner.task_directions(_task(batch, i))[0]["weights"] for i in range(2)]
   learner.train_step(batch)
   clipped = 0
   for k, v in enumerate(learner.variables["weights"]):
@@ -564,7 +598,8 @@ def test_batch_norm_kept_out_of_the_inner_loop_is_still_meta_learned():
   norms = [path for path in moved if "batch_norm" in path]
   assert len(norms) == 8 and not any(moved[p] for p in norms)  # gammas, betas: not adapted
   assert sum(moved.values()) >= 8  # kernels, biases, classifier: adapted
-  grads = learner.task_update(task, first_order=False)[0]
+  assert not learner.first_order_now()
+  grads = learner.task_directions(task)[0]["weights"]
   for variable, grad in zip(learner.variables["weights"], grads):
     if "beta" in variable.path:
       assert np.abs(np.array(grad)).max() > 1e-6  # meta-learned from the query loss

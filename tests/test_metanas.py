@@ -14,6 +14,7 @@ import tensorflow as tf
 from tf_metanas.arch import mixture as mixture_lib
 from tf_metanas.data import episodes
 from tf_metanas.data import synthetic
+from tf_metanas.meta import context as context_lib
 from tf_metanas.meta import inner_loop
 from tf_metanas.meta import optimizers
 from tf_metanas.meta import schedules
@@ -72,7 +73,15 @@ def _arch(net):
 def _adapted(learner, task, phases=None, meta_training=True, state=None):
   """The trajectory of one task's adaptation, unrolled (the loop-free inner loop)."""
   protocol = learner.protocol(phases, meta_training)
-  return learner._adapt(task, learner._initial_params(), protocol, True, state=state)
+  return learner.adapt_trajectory(task, learner.task_context(task, protocol), first_order=True,
+                                  params=learner.meta_parameters(), state=state)
+
+
+def _context(protocol, step, seed=None):
+  """The context of inner step `step` of `protocol` (its support pass), or of the prediction
+  after it when `step` is its step count (the query); stateful random draws without a seed."""
+  context = context_lib.TaskContext(protocol, seed=seed)
+  return context.prediction() if step == protocol.num_steps else context.at(step)
 
 
 # ---- temperatures ---------------------------------------------------------------------------
@@ -104,7 +113,7 @@ def test_meta_test_temperature_anneals_over_the_architecture_steps_only():
   np.testing.assert_allclose(curve, [1.0, 0.7, 0.4, 0.1, 0.1, 0.1, 0.1, 0.1], rtol=1e-6)
   # the forward uses that curve: step 5's mixture is the end temperature's
   arch = [v.value for v in learner.model.arch_variables]
-  mixture = learner.mixture(arch, 5, protocol)
+  mixture = learner.mixture(arch, _context(protocol, 5))
   np.testing.assert_allclose(mixture["normal_ops"],
                              mixture_lib.op_weights(arch[0], 0.1).numpy(), rtol=1e-6)
 
@@ -182,17 +191,17 @@ def test_ops_at_or_below_the_threshold_are_skipped_in_every_meta_training_forwar
   rng = np.random.default_rng(1)
   for v in net.arch_variables:
     v.assign(rng.normal(0, 1.0, v.shape))
-  params = learner._initial_params()
+  params = learner.meta_parameters()
   images = tf.random.uniform((6, 8, 8, 1))
   protocol = learner.protocol(meta_training=True)  # 2 steps: tau 1.0 then 0.5
   for step, tau in [(0, 1.0), (1, 0.5), (2, 0.5)]:
     expected = net.functional_call(params["weights"], images, mixture=_hand_mixture(
         params["arch"], tau, 0.2))
-    np.testing.assert_allclose(learner.forward(net, params, images, step, protocol), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(learner.forward(net, params, images, _context(protocol, step)),
+                               expected, rtol=1e-5, atol=1e-6)
   unpruned = net.functional_call(params["weights"], images,
                                  mixture=_hand_mixture(params["arch"], 0.5, 0.0))
-  assert not np.allclose(learner.forward(net, params, images, 1, protocol), unpruned,
+  assert not np.allclose(learner.forward(net, params, images, _context(protocol, 1)), unpruned,
                          rtol=1e-3, atol=1e-3)  # the pruning changes the network
 
 
@@ -294,7 +303,7 @@ def test_reptile_steps_over_meta_iterations_with_warmup(rates, expected):
     batch = _batch(learner, seed=step)
     meta = {"weights": [v.numpy() for v in net.weight_variables], "arch": _arch(net)}
     warmup = learner.in_warmup()
-    phases = learner._phases(warmup)
+    phases = learner.training_protocol(warmup).phases
     adapted = [_adapted(learner, _task(batch, i), phases)[0][-1] for i in range(2)]
     learner.train_step(batch)
     now = {"weights": [v.numpy() for v in net.weight_variables], "arch": _arch(net)}
@@ -324,7 +333,7 @@ def test_alternating_task_learner_updates_both_groups():
   results = [_adapted(learner, task)[0][-1] for learner in (joint, alternating)]
   for name in BOTH:
     assert not np.allclose(results[0][name][0], results[1][name][0])  # different maths
-    assert not np.array_equal(results[1][name][0], alternating._initial_params()[name][0])
+    assert not np.array_equal(results[1][name][0], alternating.meta_parameters()[name][0])
 
 
 def test_maml_meta_gradient_on_the_architecture_equals_finite_differences(float64):
@@ -334,14 +343,17 @@ def test_maml_meta_gradient_on_the_architecture_equals_finite_differences(float6
                      weights_optimizer=optimizers.SGD(),
                      meta_learning_rates={"weights": 0.1, "arch": 0.1})
   task = _task(_batch(learner))
-  grads = learner.task_update(task, first_order=False)[0]
-  arch_grads = grads[len(net.weight_variables):]
+  assert not learner.first_order_now()
+  arch_grads = learner.task_directions(task)[0]["arch"]
+  assert len(arch_grads) == len(net.arch_variables)
   protocol = learner.protocol(meta_training=True)
+  context = learner.task_context(task, protocol)
+  assert context.num_steps == 2
 
   def query_loss(arch):
     params = {"weights": [v.value for v in net.weight_variables], "arch": arch}
-    trajectory = learner._adapt(task, params, protocol, first_order=False)[0]
-    return float(learner._query(task, trajectory[-1], 2, protocol)[0])
+    trajectory = learner.adapt_trajectory(task, context, first_order=False, params=params)[0]
+    return float(learner.query(task, trajectory[-1], context.prediction())[0])
 
   eps = 1e-7
   for k, (e, o) in enumerate([(0, 0), (3, 2), (1, 1)]):
@@ -359,13 +371,22 @@ def test_maml_meta_gradient_on_the_architecture_equals_finite_differences(float6
 
 def test_gumbel_normalizer_draws_fresh_noise_during_adaptation_only():
   learner = _learner(normalizer="gumbel")
-  params = learner._initial_params()
+  params = learner.meta_parameters()
   images = tf.random.uniform((4, 8, 8, 1))
   protocol = learner.protocol(meta_training=True)
-  adapt_logits = [learner.forward(learner.model, params, images, 0, protocol) for _ in range(2)]
+  forward = lambda step, seed=None: learner.forward(learner.model, params, images,
+                                                    _context(protocol, step, seed)).numpy()
+  adapt_logits = [forward(0) for _ in range(2)]  # stateful draws: fresh at every call
   assert not np.allclose(adapt_logits[0], adapt_logits[1])
-  query = [learner.forward(learner.model, params, images, 2, protocol) for _ in range(2)]
+  query = [forward(2) for _ in range(2)]
   np.testing.assert_array_equal(query[0], query[1])
+  # stateless draws from the tasks' seeds: the same task draws the same noise, another task
+  # other noise; never on the prediction
+  seeds = [context_lib.task_seed(0, 0, "train", i) for i in range(2)]
+  np.testing.assert_array_equal(forward(0, seeds[0]), forward(0, seeds[0]))
+  assert not np.allclose(forward(0, seeds[0]), forward(0, seeds[1]))
+  np.testing.assert_array_equal(forward(2, seeds[0]), query[0])
+  np.testing.assert_array_equal(forward(2, seeds[1]), query[0])
   with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'"):
     _learner(normalizer="sparsemax")
 
@@ -403,19 +424,31 @@ def test_drop_path_masks_each_non_identity_op_of_a_mixed_op_on_its_own():
 
 def test_drop_path_is_on_while_meta_training_and_off_at_meta_test():
   learner = _learner(net=_network(drop_path_rate=0.5))
-  params = learner._initial_params()
+  params = learner.meta_parameters()
   images = tf.random.uniform((8, 8, 8, 1))
-  forward = lambda step, protocol: learner.forward(learner.model, params, images, step,
-                                                   protocol).numpy()
+  forward = lambda step, protocol, seed=None: learner.forward(
+      learner.model, params, images, _context(protocol, step, seed)).numpy()
   training, test = learner.protocol(meta_training=True), learner.protocol()
   assert not np.allclose(forward(0, training), forward(0, training))
   for step in (0, 3, 4):  # both test phases, and the prediction
     np.testing.assert_array_equal(forward(step, test), forward(step, test))
   np.testing.assert_array_equal(forward(2, training), forward(2, training))  # the query
+  # stateless masks from the tasks' seeds: the same for one task, others for another task
+  # while meta-training; none at meta-test or on the query
+  seeds = [context_lib.task_seed(0, 0, "train", i) for i in range(2)]
+  np.testing.assert_array_equal(forward(0, training, seeds[0]), forward(0, training, seeds[0]))
+  assert not np.allclose(forward(0, training, seeds[0]), forward(0, training, seeds[1]))
+  for step in (0, 3, 4):
+    np.testing.assert_array_equal(forward(step, test, seeds[0]), forward(step, test, seeds[1]))
+  np.testing.assert_array_equal(forward(2, training, seeds[0]), forward(2, training, seeds[1]))
   regularized = _learner(net=_network(drop_path_rate=0.5), meta_test_regularization=True)
   test = regularized.protocol()
-  logits = [regularized.forward(regularized.model, params, images, 0, test) for _ in range(2)]
+  logits = [regularized.forward(regularized.model, params, images, _context(test, 0))
+            for _ in range(2)]
   assert not np.allclose(logits[0], logits[1])  # on at meta-test when asked
+  logits = [regularized.forward(regularized.model, params, images, _context(test, 0, seed))
+            for seed in seeds]
+  assert not np.allclose(logits[0], logits[1])
 
 
 # ---- the carried inner Adam state ---------------------------------------------------------------
@@ -455,14 +488,14 @@ def test_carried_inner_adam_state_matches_a_hand_chained_reference():
   adapted_model = learner.adapt(task["support_images"], task["support_labels"])
   reference = _adapted(learner, {**task, "support_batches": tf.constant(
       episodes.support_batches(np.random.default_rng(0), 6, 6, 4))}, meta_training=False,
-      state=learner._carried_state())[0][-1]
+      state=learner.carried_state())[0][-1]
   np.testing.assert_allclose(adapted_model.params["weights"][0], reference["weights"][0],
                              rtol=1e-4, atol=1e-7)
   test_batch = _batch(learner, 2, training=False)
   losses = learner.evaluate_batch(test_batch)["loss"].numpy()
   for i in range(2):  # each evaluated task adapted from the carried state
     final = _adapted(learner, _task(test_batch, i), meta_training=False,
-                     state=learner._carried_state())[0][-1]
+                     state=learner.carried_state())[0][-1]
     logits = learner.final_logits(final, tf.cast(test_batch["query_images"][i], tf.float32) / 255)
     want = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         test_batch["query_labels"][i], logits)))

@@ -161,7 +161,9 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
   data = iter(runner.streams["train"].dataset(batch_size))
   batch = next(data)
   task = tf.nest.map_structure(lambda t: t[0], batch)
-  task_fn = tf.function(lambda t: learner.task_directions(t, unroll=True), autograph=False)
+  plan = learner.plan()
+  task_fn = tf.function(lambda t: learner.task_directions(t, unroll=True, plan=plan),
+                        autograph=False)
   flops = batch_size * _flops(task_fn.get_concrete_function(task))
   start = time.perf_counter()
   learner.train_step(batch)
