@@ -27,7 +27,7 @@ def fold(seed, *values):
   """`seed` ([2] int) with each of `values` (ints or scalar tensors) folded in."""
   seed = tf.convert_to_tensor(seed, tf.int32) if not isinstance(seed, tf.Tensor) else seed
   for value in values:
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int32))
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int32), alg="philox")
   return seed
 
 

@@ -36,6 +36,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas import stateless
 from tf_metanas.arch import structure as structure_lib
 from tf_metanas.meta import learner as learner_lib
 from tf_metanas.search import genotype as genotype_lib
@@ -94,7 +95,7 @@ def gumbel_noise(shape, seed=None):
   [2] int tensor) if given."""
   tiny = np.finfo(np.float32).tiny
   uniform = (tf.random.uniform(shape, minval=tiny, maxval=1.0) if seed is None
-             else tf.random.stateless_uniform(shape, seed, minval=tiny, maxval=1.0))
+             else stateless.uniform(shape, seed, minval=tiny, maxval=1.0))
   return -tf.math.log(-tf.math.log(uniform))
 
 

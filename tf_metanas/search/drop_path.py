@@ -5,14 +5,16 @@ import tensorflow as tf
 from keras import layers
 from keras import ops as K
 
+from tf_metanas import stateless
+
 
 @keras.saving.register_keras_serializable("tf_metanas")
 class DropPath(layers.Layer):
   """x * Bernoulli(1 - rate) / (1 - rate), one draw per sample, only when training.
 
   Call with `seed` (a [2] int tensor, e.g. a task's `TaskContext.draw_seed` with this
-  op's position folded in) for a stateless draw: the same seed gives the same mask on any
-  device and under XLA (what the meta-learners pass). Without it the mask comes from
+  op's position folded in) for a stateless draw (`tf_metanas.stateless`): the same seed
+  gives the same mask on any device and under XLA (what the meta-learners pass). Without it the mask comes from
   TensorFlow's stateful random op, not a Keras SeedGenerator: inside `stateless_call` a
   SeedGenerator's state is an input that is never advanced, so every call would reuse one
   mask forever; the op draws afresh at every execution and is reproducible under
@@ -29,7 +31,7 @@ class DropPath(layers.Layer):
     keep = 1.0 - self.rate
     shape = (K.shape(x)[0],) + (1,) * (len(x.shape) - 1)
     uniform = (tf.random.uniform(shape, seed=self.seed) if seed is None
-               else tf.random.stateless_uniform(shape, seed))
+               else stateless.uniform(shape, seed, dtype=x.dtype))
     mask = K.cast(uniform < keep, x.dtype)
     return x * mask / keep
 

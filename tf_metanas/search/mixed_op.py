@@ -21,7 +21,7 @@ class OpCache:
 
 def fold_seed(seed, index):
   """`seed` with `index` folded in: the stateless seed of a sub-part (cell, edge, op)."""
-  return tf.random.experimental.stateless_fold_in(seed, index)
+  return tf.random.experimental.stateless_fold_in(seed, index, alg="philox")
 
 
 def static_value(tensor):
