@@ -312,3 +312,104 @@ def test_the_same_task_draws_the_same_noise_on_one_device_two_replicas_and_xla(m
   for got in (replicated, compiled):
     for a, b in zip(got, single):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ---- structural state --------------------------------------------------------------------------
+
+
+def _copy_without_last_op(full, reduced):
+  """Copies `full`'s weights into `reduced` (the same network without the op set's last op)."""
+  pairs = [(full.stem_conv, reduced.stem_conv), (full.stem_bn, reduced.stem_bn),
+           (full.classifier, reduced.classifier)]
+  for big, small in zip(full.cells, reduced.cells):
+    pairs += [(big.preprocess0, small.preprocess0), (big.preprocess1, small.preprocess1)]
+    for big_edge, small_edge in zip(big.edges, small.edges):
+      pairs += list(zip(big_edge.candidates, small_edge.candidates))
+  for big, small in pairs:
+    small.set_weights(big.get_weights())
+  for big, small in zip(full.arch_variables, reduced.arch_variables):
+    small.assign(big[:, :-1] if len(big.shape) == 2 else big)
+
+
+def test_a_mask_that_removes_an_op_gives_the_network_built_without_it():
+  keras.utils.set_random_seed(0)
+  full, reduced = _search_network(OPS), _search_network(OPS[:-1])
+  for v in full.arch_variables:
+    v.assign(tf.random.normal(v.shape))
+  _copy_without_last_op(full, reduced)
+  learner = _metanas("reptile", op_set=OPS)
+  structure = learner.structure
+  for cell in ("normal", "reduce"):
+    for edge in range(len(full.cells[0].edges)):
+      structure.remove(cell, edge, OPS[-1])
+  images = tf.random.uniform((4, 8, 8, 1))
+  masked = full.mixture(tau_alpha=0.7, tau_beta=0.7, op_masks=structure.op_masks())
+  expected = reduced(images, mixture=reduced.mixture(tau_alpha=0.7, tau_beta=0.7), training=True)
+  np.testing.assert_allclose(full(images, mixture=masked, training=True), expected, rtol=1e-5,
+                             atol=1e-6)
+  removed = [v for cell in full.cells for edge in cell.edges
+             for v in edge.candidates[-1].trainable_variables]
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(full(images, mixture=masked, training=True))
+  assert all(g is None for g in tape.gradient(loss, removed))  # not computed at all
+
+
+def test_structure_changes_retrace_once_and_unchanged_keys_never():
+  learner = _metanas("reptile", op_set=OPS)
+  batches = _batches(learner, count=4, batch_size=4)
+  for batch in batches[:2]:
+    learner.train_step(batch)
+  first = learner.plan()
+  learner.structure.fix("normal", 0, "skip_connect")
+  assert learner.structure.fixed_edges()["normal"] == {0: "skip_connect"}
+  for batch in batches[2:]:
+    learner.train_step(batch)
+  counts = learner.trace_counts()
+  assert counts[first] == 1 and counts[learner.plan()] == 1 and len(counts) == 2
+  with pytest.raises(ValueError, match="would leave edge 0 of the normal cell with no op"):
+    learner.structure.remove("normal", 0, "skip_connect")
+  with pytest.raises(ValueError, match="unknown op 'conv_9x9'"):
+    learner.structure.fix("normal", 1, "conv_9x9")
+
+
+class _Consolidating(metanas.Metanas):
+  """A method that changes the structure before meta-iterations 1 and 3 (0-based)."""
+
+  def before_iteration(self, step):
+    if step == 1:
+      self.structure.remove("normal", 0, "sep_conv_3x3")
+    if step == 3:
+      self.structure.fix("reduce", 1, "max_pool_3x3")
+
+
+def _consolidating_runner(model_dir, splits, iterations):
+  def learner(model, seed):
+    groups = (inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),
+              inner_loop.ParamGroup("arch", optimizers.SGD(), 0.1))
+    return _Consolidating(model, algorithm="reptile", inner_groups=groups, seed=seed,
+                          train_phases=(inner_loop.Phase(1, BOTH),),
+                          test_phases=(inner_loop.Phase(1, BOTH),),
+                          meta_learning_rates={"weights": 1.0, "arch": 1.0})
+
+  network = lambda num_classes: SearchNetwork(num_classes, channels=4, num_cells=2,
+                                              reduction_cells=(1,), num_nodes=2, op_set=OPS)
+  return runner_lib.Runner(model_dir=model_dir, network=network, learner=learner, splits=splits,
+                           num_iterations=iterations, eval_every=0, checkpoint_every=2,
+                           meta_batch_size=2, test_tasks=2, test_batch_size=2,
+                           train_spec=episodes.EpisodeSpec(3, 1, 1))
+
+
+def test_a_run_resumed_between_two_structure_changes_reproduces_the_uninterrupted_one(
+    tmp_path, tiny_splits):
+  straight = _consolidating_runner(tmp_path / "straight", tiny_splits, 4)
+  straight.train()
+  _consolidating_runner(tmp_path / "resumed", tiny_splits, 2).train()  # stops after change 1
+  resumed = _consolidating_runner(tmp_path / "resumed", tiny_splits, 4)
+  resumed.train()
+  masks = [r.learner.structure.op_masks() for r in (straight, resumed)]
+  assert not masks[0]["normal"][0, OPS.index("sep_conv_3x3")]
+  assert masks[0]["reduce"][1].tolist() == [True, False, False]
+  for cell in masks[0]:
+    np.testing.assert_array_equal(masks[0][cell], masks[1][cell])
+  for a, b in zip(straight.model.weights, resumed.model.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)

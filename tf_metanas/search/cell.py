@@ -96,6 +96,7 @@ class SearchCell(_Cell):
   def call(self, s0, s1, op_weights, edge_weights, training=None, drop_path=None,
            op_mask=None, seed=None):
     states = self._states(s0, s1, training)
+    op_mask = mixed_op_lib.static_mask(op_mask)
     caches = [mixed_op_lib.OpCache() for _ in range(self.num_nodes + 2)]
     op_weights = tf.unstack(op_weights * edge_weights[:, None])
     for edges in topology.node_edges(self.num_nodes):

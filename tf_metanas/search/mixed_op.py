@@ -24,6 +24,18 @@ def fold_seed(seed, index):
   return tf.random.experimental.stateless_fold_in(seed, index, alg="philox")
 
 
+def static_mask(mask):
+  """A structural op mask as numpy bools (Keras turns numpy call arguments into constant
+  tensors), None for none; a mask unknown at trace time cannot decide what is computed."""
+  if mask is None:
+    return None
+  known = static_value(mask)
+  if known is None:
+    raise ValueError("an op mask must be known at trace time (numpy, as Structure.op_masks "
+                     "gives it), not computed in the graph")
+  return np.asarray(known, bool)
+
+
 def static_value(tensor):
   """The value of `tensor` if known without running a graph (eager, constant), else None."""
   if isinstance(tensor, np.ndarray):
@@ -83,7 +95,7 @@ class MixedOp(layers.Layer):
     return ops_lib.output_shape(input_shape, self.channels, self.stride)
 
   def call(self, x, weights, training=None, drop_path=None, cache=None, op_mask=None, seed=None):
-    known = static_value(weights)
+    known, op_mask = static_value(weights), static_mask(op_mask)
     total, weights = None, tf.unstack(weights)
     drop = training if drop_path is None else drop_path
     for i, (name, op) in enumerate(zip(self.op_names, self.candidates)):
