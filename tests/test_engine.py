@@ -3,12 +3,16 @@ streams against a hand-built reference, per-task seeds on every strategy and und
 structural state (masks = a network without the ops; resume between two changes), traces."""
 
 import json
+import pathlib
+import re
 
+import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_metanas import configurables
 from tf_metanas.data import episodes
 from tf_metanas.data import streams as streams_lib
 from tf_metanas.data import synthetic
@@ -413,3 +417,19 @@ def test_a_run_resumed_between_two_structure_changes_reproduces_the_uninterrupte
     np.testing.assert_array_equal(masks[0][cell], masks[1][cell])
   for a, b in zip(straight.model.weights, resumed.model.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_the_readme_two_stream_bindings_build_a_runner(tmp_path, tiny_splits):
+  readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  block = re.search(r"```\n(MetaLearner.rule = .*?)```", readme, re.S).group(1)
+  gin.clear_config()
+  try:
+    configurables.parse(["gin_configs/experiments/metanas/quickstart.gin",
+                         "gin_configs/debug/tiny.gin"], block.strip().splitlines())
+    runner = runner_lib.Runner(model_dir=tmp_path, splits=tiny_splits, eval_every=0)
+  finally:
+    gin.clear_config()
+  assert runner.learner.streams() == ("arch_tasks", "weights_tasks")
+  names = [set(runner.streams[s].store.class_names) for s in ("weights_tasks", "arch_tasks")]
+  assert names[0] and names[1] and not names[0] & names[1]
+  assert names[0] | names[1] == set(tiny_splits["train"].class_names)

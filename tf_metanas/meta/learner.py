@@ -155,8 +155,9 @@ class MetaLearner:
     meta_gradient_clip: clip each meta-gradient entry (the mean over the meta-batch) to
       [-c, c] before the meta optimizer (the official MAML code on mini-ImageNet and
       MAML++: 10); None: no clipping. MAML / first-order MAML.
-    rule: an UpdateRule (`tf_metanas.meta.rules`) instead of `algorithm` and its MAML++
-      schedule arguments (e.g. a Maml rule routing groups to task streams).
+    rule: an UpdateRule (`tf_metanas.meta.rules`) replacing `algorithm`,
+      `first_order_iterations`, `multi_step_loss_iterations` and `meta_gradient_clip`
+      (e.g. a Maml rule routing groups to task streams).
     loss: (logits, labels, params, initial_params, context) -> scalar training loss of a
       batch, replacing the cross-entropy of `loss_reduction` (regularizers: priors on
       `params`, distances to `initial_params`, ...); for support and query batches.
@@ -201,7 +202,7 @@ class MetaLearner:
       raise ValueError("per-step BatchNorm statistics and weights work with the default "
                        "forward only")
     self.model, self.rule, self.joint = model, rule, joint
-    self.algorithm = algorithm
+    self.algorithm = ("reptile" if reptile else "fomaml" if rule.first_order else "maml")
     self.strategy = tf.distribute.get_strategy()
     self.inner_groups = {g.name: g for g in inner_groups}
     self.groups = self.inner_groups  # the name the MetaLearner had for them
