@@ -202,7 +202,8 @@ class MetaLearner:
       raise ValueError("per-step BatchNorm statistics and weights work with the default "
                        "forward only")
     self.model, self.rule, self.joint = model, rule, joint
-    self.algorithm = ("reptile" if reptile else "fomaml" if rule.first_order else "maml")
+    self.algorithm = ("reptile" if reptile else
+                      "fomaml" if getattr(rule, "first_order", False) else "maml")
     self.strategy = tf.distribute.get_strategy()
     self.inner_groups = {g.name: g for g in inner_groups}
     self.groups = self.inner_groups  # the name the MetaLearner had for them
@@ -372,13 +373,15 @@ class MetaLearner:
                          self.structure_key())
 
   def first_order_now(self):
-    """Whether the next meta-iteration uses first-order gradients."""
-    return isinstance(self.rule, rules_lib.Reptile) or bool(self.plan().regime[0])
+    """Whether the next meta-iteration uses first-order gradients (Reptile always; a Maml
+    rule by its regime)."""
+    if isinstance(self.rule, rules_lib.Maml):
+      return bool(self.plan().regime[0])
+    return isinstance(self.rule, rules_lib.Reptile)
 
   def multi_step_loss_now(self):
     """Whether the next meta-iteration uses the MAML++ multi-step loss."""
-    regime = self.plan().regime
-    return len(regime) > 1 and bool(regime[1])
+    return isinstance(self.rule, rules_lib.Maml) and bool(self.plan().regime[1])
 
   # ---- forward and loss -------------------------------------------------------------------
 
