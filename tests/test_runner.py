@@ -220,14 +220,14 @@ def test_every_gin_file_parses(path):
     _parse(path)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "accuracy", "ci95",
                "num_tasks", "meta_iterations", "tasks_seen", "train_seconds", "test_seconds",
                "parameters", "transductive_batch_norm", "seed", "config_hash", "protocol",
                "method_results")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(path)
   shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]

@@ -180,7 +180,8 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
           "all_seconds": times, "first_call_seconds": first,
           "flops_per_meta_iteration": flops, "gflops_per_s": flops / seconds / 1e9,
           "peak_memory_bytes": _peak_memory_bytes(), "parameters": runner.parameter_count,
-          "meta_batch_size": batch_size, "warmup": warmup, "first_order": first_order,
+          "meta_batch_size": batch_size, "warmup": plan.warmup,
+          "first_order": learner.first_order_now(),
           "environment": _environment()}
 
 
