@@ -433,3 +433,41 @@ def test_the_readme_two_stream_bindings_build_a_runner(tmp_path, tiny_splits):
   names = [set(runner.streams[s].store.class_names) for s in ("weights_tasks", "arch_tasks")]
   assert names[0] and names[1] and not names[0] & names[1]
   assert names[0] | names[1] == set(tiny_splits["train"].class_names)
+
+
+# ---- open parameter groups ---------------------------------------------------------------------
+
+
+class _HeadedConv4(Conv4):
+  """Conv4 whose classifier is a group of its own, "head"."""
+
+  def parameter_groups(self):
+    head = {id(v) for v in self.classifier.trainable_variables}
+    return {"weights": [v for v in self.weight_variables if id(v) not in head],
+            "head": list(self.classifier.trainable_variables)}
+
+
+def test_any_group_the_model_names_is_adapted_and_meta_learned_by_name():
+  keras.utils.set_random_seed(0)
+  net = _HeadedConv4(3, filters=2)
+  net.build((None, 8, 8, 1))
+  groups = (inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),
+            inner_loop.ParamGroup("head", optimizers.SGD(), 0.1))
+  headed = learner_lib.MetaLearner(net, "maml", inner_groups=groups,
+                                   train_phases=(inner_loop.Phase(2, ("weights", "head")),),
+                                   meta_learning_rates={"weights": 1e-3, "head": 1e-2})
+  plain = _conv4("maml")  # the same network and seed, one group
+  batch = _batches(plain, count=1)[0]
+  task = {k: v[0] for k, v in batch.items()}
+  split, whole = headed.task_directions(task)[0], plain.task_directions(task)[0]["weights"]
+  by_variable = dict(zip(map(id, net.weight_variables), whole))
+  assert set(split) == {"weights", "head"} and len(split["head"]) == 2
+  for name, variables in net.parameter_groups().items():
+    for got, v in zip(split[name], variables):
+      np.testing.assert_allclose(got, by_variable[id(v)].numpy(), rtol=1e-5, atol=1e-7)
+  head_before = [v.numpy() for v in net.classifier.trainable_variables]
+  headed.train_step(batch)
+  assert set(headed.meta_optimizers) == {"weights", "head"}
+  assert headed.meta_optimizers["head"].learning_rate.numpy() == pytest.approx(1e-2)
+  assert all(not np.array_equal(a, v.numpy())
+             for a, v in zip(head_before, net.classifier.trainable_variables))

@@ -59,15 +59,17 @@ def _batch_norm_affine(model):
 
 
 def default_forward(model, params, images, context):
-  """Logits of `model` with the group tensors in `params` (weights, and arch if present).
+  """Logits of `model` with the group tensors in `params` (weights, arch and any other
+  group of the model's `parameter_groups()`) standing in for their variables.
 
   Training-only regularization (DropPath) is on during the inner steps of protocols that
   regularize, never on the query pass, with draws from the context's stateless seed;
   BatchNorm keeps batch statistics (transductive).
   """
-  return model.functional_call(params["weights"], images, arch=params.get("arch"),
+  others = {name: tensors for name, tensors in params.items() if name not in ("weights", "arch")}
+  return model.functional_call(params.get("weights"), images, arch=params.get("arch"),
                                training=True, regularize=context.regularize,
-                               seed=context.draw_seed())
+                               seed=context.draw_seed(), groups=others)
 
 
 def to_float(images):

@@ -38,11 +38,12 @@ class FunctionalModel(keras.Model):
     return {}
 
   def functional_call(self, weights, images, arch=None, training=True, non_trainable=None,
-                      return_non_trainable=False, regularize=True, seed=None, **call_kwargs):
+                      return_non_trainable=False, regularize=True, seed=None, groups=None,
+                      **call_kwargs):
     """The network applied with `weights` (and `arch`) given as tensors: no variable changes.
 
     Args:
-      weights: tensors in the order of `weight_variables`.
+      weights: tensors in the order of `weight_variables`, or None to use the variables.
       images: input batch.
       arch: tensors in the order of `arch_variables`, or None to use the variables.
       training: BatchNorm with batch statistics (True, as in MAML/REPTILE inner loops).
@@ -54,6 +55,8 @@ class FunctionalModel(keras.Model):
         still follows `training`: predictions after adaptation.
       seed: optional [2] int stateless seed of training-only regularization's random draws
         (a `TaskContext.draw_seed`); None: stateful draws.
+      groups: optional dict group name -> tensors in the order of that group of
+        `parameter_groups()`, standing in for its variables (after `weights` and `arch`).
       **call_kwargs: forwarded to `call` (e.g. `mixture`).
 
     Returns:
@@ -61,9 +64,11 @@ class FunctionalModel(keras.Model):
       `arch` at any order (Keras 3 `stateless_call`), so inner loops can differentiate
       through their own updates.
     """
-    given = dict(zip(map(id, self.weight_variables), weights))
+    given = {} if weights is None else dict(zip(map(id, self.weight_variables), weights))
     if arch is not None:
       given.update(zip(map(id, self.arch_variables), arch))
+    for name, tensors in (groups or {}).items():
+      given.update(zip(map(id, self.parameter_groups()[name]), tensors))
     trainable = [given.get(id(v), v.value) for v in self.trainable_variables]
     if non_trainable is None:
       non_trainable = [v.value for v in self.non_trainable_variables]
