@@ -314,7 +314,8 @@ class Runner:
     """What a binary prints about `results`: the accuracy with its protocol, then the
     method's own lines (`MetaLearner.report`)."""
     return [f"{results['method']} on {results['dataset']}, {results['num_ways']}-way "
-            f"{results['num_shots']}-shot, {results['num_queries']} queries per class, "
+            f"{results['num_shots']}-shot, {results['num_queries']} "
+            f"quer{'y' if results['num_queries'] == 1 else 'ies'} per class, "
             f"{results['num_tasks']} test tasks, transductive BatchNorm "
             f"{'on' if results['transductive_batch_norm'] else 'off'}: accuracy "
             f"{100 * results['accuracy']:.2f}% +- {100 * results['ci95']:.2f}% (95% CI); "
