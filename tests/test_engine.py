@@ -75,8 +75,9 @@ def _metanas(algorithm, op_set="S1", drop_path_rate=0.0, cls=metanas.Metanas, **
 # computed with the MetaLearner before the engine existed (commit 9fae81e, TensorFlow's
 # default CPU kernels, the two logical CPU devices of conftest.py): per group the sum, the
 # sum of absolute values and the first two entries. All are equal bit for bit here when
-# run alone; the METANAS ones vary by ~1e-6 (1e-5 for MAML) with what ran before in the
-# process, before and after the engine alike. The tolerance allows that and another CPU's
+# run alone; the METANAS ones vary by ~1e-6 with what ran before in the process, before and
+# after the engine alike, and METANAS with MAML by up to 1e-4 next to a parallel test
+# worker (hence its own tolerance). The tolerance allows that and another CPU's
 # kernels, nothing a change of maths makes. SGD adapts the METANAS weights: an inner Adam
 # scales float noise up to +-lr, and with it the cases do not reproduce from run to run.
 BEFORE = {
@@ -157,9 +158,10 @@ def test_meta_parameters_are_those_of_the_learner_before_the_engine(case):
   got = _fingerprint(learner)
   assert set(got) == set(BEFORE[case])
   for group, (total, absolute, first) in BEFORE[case].items():
-    np.testing.assert_allclose(got[group][0], total, atol=1e-5 * absolute)
-    np.testing.assert_allclose(got[group][1], absolute, rtol=1e-5)
-    np.testing.assert_allclose(got[group][2][:2], first, rtol=1e-4, atol=2e-5)
+    rtol = 1e-3 if case == "metanas_maml" else 1e-5  # see above: its rounding is amplified
+    np.testing.assert_allclose(got[group][0], total, atol=rtol * absolute)
+    np.testing.assert_allclose(got[group][1], absolute, rtol=rtol)
+    np.testing.assert_allclose(got[group][2][:2], first, rtol=10 * rtol, atol=2e-5)
 
 
 # ---- untouched groups --------------------------------------------------------------------------
@@ -438,36 +440,56 @@ def test_the_readme_two_stream_bindings_build_a_runner(tmp_path, tiny_splits):
 # ---- open parameter groups ---------------------------------------------------------------------
 
 
-class _HeadedConv4(Conv4):
-  """Conv4 whose classifier is a group of its own, "head"."""
+class _StemmedConv4(Conv4):
+  """Conv4 whose first two weight tensors are a group of their own, "stem"."""
 
   def parameter_groups(self):
-    head = {id(v) for v in self.classifier.trainable_variables}
-    return {"weights": [v for v in self.weight_variables if id(v) not in head],
-            "head": list(self.classifier.trainable_variables)}
+    return {"weights": self.weight_variables[2:], "stem": self.weight_variables[:2]}
 
 
 def test_any_group_the_model_names_is_adapted_and_meta_learned_by_name():
   keras.utils.set_random_seed(0)
-  net = _HeadedConv4(3, filters=2)
+  net = _StemmedConv4(3, filters=2)
   net.build((None, 8, 8, 1))
   groups = (inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),
-            inner_loop.ParamGroup("head", optimizers.SGD(), 0.1))
+            inner_loop.ParamGroup("stem", optimizers.SGD(), 0.1))
   headed = learner_lib.MetaLearner(net, "maml", inner_groups=groups,
-                                   train_phases=(inner_loop.Phase(2, ("weights", "head")),),
-                                   meta_learning_rates={"weights": 1e-3, "head": 1e-2})
+                                   train_phases=(inner_loop.Phase(2, ("weights", "stem")),),
+                                   meta_learning_rates={"weights": 1e-3, "stem": 1e-2})
   plain = _conv4("maml")  # the same network and seed, one group
   batch = _batches(plain, count=1)[0]
   task = {k: v[0] for k, v in batch.items()}
   split, whole = headed.task_directions(task)[0], plain.task_directions(task)[0]["weights"]
   by_variable = dict(zip(map(id, net.weight_variables), whole))
-  assert set(split) == {"weights", "head"} and len(split["head"]) == 2
+  assert set(split) == {"weights", "stem"} and len(split["stem"]) == 2
   for name, variables in net.parameter_groups().items():
     for got, v in zip(split[name], variables):
       np.testing.assert_allclose(got, by_variable[id(v)].numpy(), rtol=1e-5, atol=1e-7)
-  head_before = [v.numpy() for v in net.classifier.trainable_variables]
+  stem_before = [v.numpy() for v in net.weight_variables[:2]]
   headed.train_step(batch)
-  assert set(headed.meta_optimizers) == {"weights", "head"}
-  assert headed.meta_optimizers["head"].learning_rate.numpy() == pytest.approx(1e-2)
+  assert set(headed.meta_optimizers) == {"weights", "stem"}
+  assert headed.meta_optimizers["stem"].learning_rate.numpy() == pytest.approx(1e-2)
   assert all(not np.array_equal(a, v.numpy())
-             for a, v in zip(head_before, net.classifier.trainable_variables))
+             for a, v in zip(stem_before, net.weight_variables[:2]))
+
+
+def test_adapt_takes_each_task_s_own_shots():
+  learner = _conv4("maml", loss_reduction="sum_over_shots")
+  fresh = _conv4("maml", loss_reduction="sum_over_shots")
+  five = synthetic.prototype_store(num_classes=3, per_class=6, size=8)
+  labels = five.labels
+  learner.adapt(five.images, labels)  # 6 shots first: the compiled adaptation is reused
+  one = np.concatenate([np.flatnonzero(labels == c)[:1] for c in range(3)])
+  np.testing.assert_allclose(learner.adapt(five.images[one], labels[one]).support_losses,
+                             fresh.adapt(five.images[one], labels[one]).support_losses,
+                             rtol=1e-6)
+
+
+def test_a_rule_must_agree_with_the_algorithm_and_carry_its_own_schedule():
+  with pytest.raises(ValueError, match="algorithm = 'reptile' but MetaLearner.rule is a maml"):
+    _conv4("reptile", rule=rules.Maml())
+  with pytest.raises(ValueError, match="meta_gradient_clip is set but MetaLearner.rule"):
+    _conv4(None, rule=rules.Maml(), meta_gradient_clip=10.0)
+  with pytest.raises(ValueError, match=r"warmup_frozen names \['arhc'\]"):
+    _conv4("maml", warmup_iterations=1, warmup_frozen=("arhc",))
+  assert _conv4(None, rule=rules.Reptile()).algorithm == "reptile"

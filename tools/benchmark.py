@@ -158,7 +158,7 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
   with tempfile.TemporaryDirectory() as model_dir, strategy.scope():
     runner = runner_lib.Runner(model_dir=model_dir)
   learner, batch_size = runner.learner, runner.meta_batch_size
-  data = iter(runner.streams["train"].dataset(batch_size))
+  data = iter(next(iter(runner.streams.values())).dataset(batch_size))  # one-stream configs
   batch = next(data)
   task = tf.nest.map_structure(lambda t: t[0], batch)
   plan = learner.plan()

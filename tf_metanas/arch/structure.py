@@ -73,5 +73,15 @@ class Structure:
                    for e, row in enumerate(mask) if row.sum() == 1}
             for cell, mask in self.op_masks().items()}
 
+  def masked_alphas(self, arch):
+    """Architecture tensors (alphas first, `arch_variables` order) with the removed ops'
+    logits at -inf for the softmax, as the mixture sees them (genotypes, heatmaps)."""
+    if self.is_full():
+      return list(arch)
+    masks = self.op_masks()
+    alphas = [mixture_lib.masked_logits(alpha, masks[cell])
+              for alpha, cell in zip(arch[:2], mixture_lib.CELL_TYPES)]
+    return alphas + list(arch[2:])
+
   def checkpoint_items(self):
     return {f"structure_{cell}": mask for cell, mask in self.masks.items()}

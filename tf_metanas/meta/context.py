@@ -34,7 +34,9 @@ def fold(seed, *values):
 def task_seed(run_seed, meta_step, stream, task_index):
   """The stateless seed of task `task_index` of `stream` at meta-iteration `meta_step`
   (EVALUATION_STEP for tasks adapted to at evaluation) of a run seeded `run_seed`."""
-  return fold([int(run_seed), 0], meta_step, stream_id(stream), task_index)
+  run_seed = int(run_seed)
+  return fold([run_seed % 2 ** 31, run_seed // 2 ** 31 % 2 ** 31], meta_step, stream_id(stream),
+              task_index)
 
 
 @dataclasses.dataclass(frozen=True)

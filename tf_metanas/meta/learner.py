@@ -66,10 +66,26 @@ def default_forward(model, params, images, context):
   regularize, never on the query pass, with draws from the context's stateless seed;
   BatchNorm keeps batch statistics (transductive).
   """
-  others = {name: tensors for name, tensors in params.items() if name not in ("weights", "arch")}
-  return model.functional_call(params.get("weights"), images, arch=params.get("arch"),
-                               training=True, regularize=context.regularize,
-                               seed=context.draw_seed(), groups=others)
+  return model.functional_call(None, images, training=True, regularize=context.regularize,
+                               seed=context.draw_seed(), groups=params)
+
+
+def _check_rule(rule, algorithm, first_order_iterations, multi_step_loss_iterations, clip):
+  """A `rule` replaces `algorithm` and the MAML++ schedule arguments: given together, they
+  must agree, or one would be silently ignored."""
+  kind = ("reptile" if isinstance(rule, rules_lib.Reptile) else
+          "fomaml" if getattr(rule, "first_order", False) else "maml")
+  if algorithm is not None and algorithm != kind:
+    raise ValueError(f"MetaLearner.algorithm = {algorithm!r} but MetaLearner.rule is a "
+                     f"{kind} rule ({type(rule).__name__}); drop the algorithm or pass a "
+                     f"rule of that kind")
+  given = {"first_order_iterations": first_order_iterations,
+           "multi_step_loss_iterations": multi_step_loss_iterations,
+           "meta_gradient_clip": clip}
+  given = [name for name, value in given.items() if value]
+  if given:
+    raise ValueError(f"MetaLearner.{given[0]} is set but MetaLearner.rule is given: set it on "
+                     f"the rule (e.g. Maml.{given[0].replace('meta_', '')})")
 
 
 def to_float(images):
@@ -170,7 +186,7 @@ class MetaLearner:
       on CPU (BENCHMARKS.md); for GPUs.
   """
 
-  def __init__(self, model, algorithm="maml", inner_groups=(inner_loop.ParamGroup(),),
+  def __init__(self, model, algorithm=None, inner_groups=(inner_loop.ParamGroup(),),
                train_phases=(inner_loop.Phase(5),), test_phases=(inner_loop.Phase(10),),
                meta_learning_rates=None, meta_optimizer="adam", joint=True,
                multi_step_loss_iterations=0, learnable_inner_lr=False,
@@ -180,6 +196,10 @@ class MetaLearner:
                carry_inner_state=False, loss_reduction="mean", meta_gradient_clip=None,
                adapt_batch_norm=True, query_batches="all", rule=None, loss=None, seed=0,
                jit_compile=False):
+    if rule is not None:
+      _check_rule(rule, algorithm, first_order_iterations, multi_step_loss_iterations,
+                  meta_gradient_clip)
+    algorithm = algorithm or "maml"
     if algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     rule = rule or rules_lib.from_algorithm(algorithm, first_order_iterations,
@@ -244,6 +264,11 @@ class MetaLearner:
                        f"groups are {sorted(self.inner_groups)}")
     for name in self.meta_groups:  # learner-owned groups: their base group's rate
       rates.setdefault(name, rates[self.base_group(name)])
+    unknown = [name for name in self.warmup_frozen
+               if self.warmup_iterations and name not in self.meta_groups]
+    if unknown:
+      raise ValueError(f"MetaLearner.warmup_frozen names {unknown}, which are not meta-learned "
+                       f"groups; the groups are {sorted(self.meta_groups)}")
     self.meta_test_regularization = bool(meta_test_regularization)
     self.loss_reduction = loss_reduction
     frozen_ids = set() if adapt_batch_norm else bn_ids
@@ -276,7 +301,8 @@ class MetaLearner:
     """The meta groups an iteration under `plan` updates: the rule's, without those frozen
     during warm-up (and what belongs to them)."""
     frozen = self.warmup_frozen if plan.warmup else ()
-    return tuple(g for g in self.rule.groups(self) if self.base_group(g) not in frozen)
+    return tuple(g for g in self.rule.groups(self)
+                 if g not in frozen and self.base_group(g) not in frozen)
 
   @property
   def inner_lrs(self):
@@ -388,13 +414,14 @@ class MetaLearner:
   # ---- forward and loss -------------------------------------------------------------------
 
   def _step_weights(self, params, slot):
-    """The model's weights in `weight_variables` order: the adapted ones from `params`, and
-    the BatchNorm scales and shifts of `slot` when they are per step (BNWB)."""
-    if not self.bn_weights:
-      return params["weights"]
-    given = dict(zip(map(id, self.variables["weights"]), params["weights"]))
+    """The model's weights in `weight_variables` order: the adapted ones of every group in
+    `params`, and the BatchNorm scales and shifts of `slot` when they are per step (BNWB)."""
+    given = {}
+    for name, tensors in params.items():
+      if name != "arch":
+        given.update(zip(map(id, self.variables[name]), tensors))
     given.update((i, tf.gather(v, slot)) for i, v in zip(self._bn_affine_ids, self.bn_weights))
-    return [given[id(v)] for v in self.model.weight_variables]
+    return [given.get(id(v), v.value) for v in self.model.weight_variables]
 
   def _forward_with_step_statistics(self, model, params, images, context):
     """Default forward with the BatchNorm statistics (BNRS) and scales and shifts (BNWB) of
@@ -558,6 +585,10 @@ class MetaLearner:
     if missing:
       raise ValueError(f"the update rule reads task streams {sorted(self.streams())}; "
                        f"got meta-batches of {sorted(batches)}")
+    sizes = {s: int(tf.nest.flatten(batches[s])[0].shape[0]) for s in self.streams()}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"every task stream's meta-batch needs the same number of tasks, got "
+                       f"{sizes}")
     step = int(self.step.numpy())
     self.before_iteration(step)
     metrics = self.engine.train_step({s: batches[s] for s in self.streams()})
@@ -592,40 +623,45 @@ class MetaLearner:
     return {"loss": losses.cross_entropy(logits, task["query_labels"]),
             "accuracy": losses.accuracy(logits, task["query_labels"])}
 
-  def _evaluate_replica(self, batch):
+  def _evaluate_replica(self, batch, first_task, split):
     params, state, protocol = self.meta_parameters(), self.carried_state(), self.protocol()
     num_tasks = int(batch["support_images"].shape[0])
     replica = tf.distribute.get_replica_context()
-    offset = (replica.replica_id_in_sync_group if replica else 0) * num_tasks
+    offset = first_task + (replica.replica_id_in_sync_group if replica else 0) * num_tasks
 
     def one(args):
       index, task = args
-      context = self.task_context(task, protocol, "evaluation", offset + index)
+      context = self.task_context(task, protocol, split, offset + index)
       final, _, _ = self.adapt_task(task, context, params, state)
       return self.evaluate_task(task, final, context)
 
     return tf.map_fn(one, (tf.range(num_tasks), batch),
                      fn_output_signature=self.evaluate_signature())
 
-  def _evaluate_batch(self, batch):
+  def _evaluate_batch(self, batch, first_task, split):
     """Each replica adapts to its slice of tasks; the outputs are gathered in task order."""
     with self.strategy.scope():
-      outputs = self.strategy.run(self.engine.compiled(self._evaluate_replica), args=(batch,))
+      outputs = self.strategy.run(
+          self.engine.compiled(lambda b, f: self._evaluate_replica(b, f, split)),
+          args=(batch, first_task))
       return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), outputs)
 
   def evaluate_signature(self):
     """tf.TensorSpec of each `evaluate_task` output of one task."""
     return {"loss": tf.TensorSpec([], tf.float32), "accuracy": tf.TensorSpec([], tf.float32)}
 
-  def evaluate_batch(self, batch):
+  def evaluate_batch(self, batch, first_task=0, split="evaluation"):
     """Adapts afresh to each task of `batch` with the test phases; returns a dict of
     per-task outputs ("loss", "accuracy", and what the method adds), each [tasks, ...].
-    The tasks are split over the replicas (their number must divide the batch)."""
-    key = self.structure_key()
-    if key not in self._eval_fns:  # one compiled evaluation per structure
-      self._eval_fns[key] = tf.function(self._evaluate_batch, autograph=False)
-    return self._eval_fns[key](distribute.split_tasks(self.strategy, batch,
-                                                      "the evaluation batch"))
+    The tasks are split over the replicas (their number must divide the batch). Task i of
+    the batch is task `first_task + i` of `split`, which seeds its random draws."""
+    key = (self.structure_key(), split)
+    if key not in self._eval_fns:  # one compiled evaluation per structure and split
+      self._eval_fns[key] = tf.function(
+          lambda b, f: self._evaluate_batch(b, f, split), autograph=False)
+    return self._eval_fns[key](
+        distribute.split_tasks(self.strategy, batch, "the evaluation batch"),
+        tf.constant(first_task, tf.int32))
 
   def summarize(self, outputs, step):
     """Method-specific summaries of an evaluation's outputs (numpy, [tasks, ...]), written
@@ -675,8 +711,9 @@ class MetaLearner:
     key = (protocol, self.structure_key())
     if key not in self._adapt_fns:  # one compiled adaptation per protocol and structure
       self._adapt_fns[key] = tf.function(
-          lambda t, s: self.adapt_task(t, dataclasses.replace(context, seed=s),
-                                       state=self.carried_state())[:2], autograph=False)
+          lambda t, s: self.adapt_task(
+              t, dataclasses.replace(self.task_context(t, protocol, "adapt"), seed=s),
+              state=self.carried_state())[:2], autograph=False)
     final, losses_ = self._adapt_fns[key](task, context.seed)
     return AdaptedModel(self, final, losses_.numpy().tolist(), context, to_float(images))
 

@@ -90,21 +90,27 @@ class UpdateRule:
     del learner, group
     return mean_directions
 
+  def primary_stream(self, learner):
+    """The stream whose metrics keep their plain names (the first group's: the weights'),
+    whatever an iteration touches; the others' get a "stream/" prefix."""
+    return self.stream_of(learner, self.groups(learner)[0])
+
+  def _metric_name(self, learner, stream, name):
+    return name if stream == self.primary_stream(learner) else f"{stream}/{name}"
+
   def _per_stream(self, learner, tasks, groups, state, task_index, one):
-    """Runs `one(task, stream groups, state, context)` per stream and merges the outputs;
-    metrics of the first stream keep their names, the others get a "stream/" prefix."""
+    """Runs `one(task, stream groups, state, context)` per stream and merges the outputs."""
     directions, metrics, auxiliary = {}, {}, {}
-    for i, stream in enumerate(self.streams(learner, groups)):
+    for stream in self.streams(learner, groups):
       mine = [g for g in groups if self.stream_of(learner, g) == stream]
       d, m, a, state = one(tasks[stream], mine, state, stream, task_index)
       directions.update(d)
       auxiliary.update(a)
-      metrics.update({(k if i == 0 else f"{stream}/{k}"): v for k, v in m.items()})
+      metrics.update({self._metric_name(learner, stream, k): v for k, v in m.items()})
     return directions, metrics, auxiliary, state
 
   def metric_names(self, learner, groups):
-    streams = self.streams(learner, groups)
-    return [k if i == 0 else f"{s}/{k}" for i, s in enumerate(streams)
+    return [self._metric_name(learner, s, k) for s in self.streams(learner, groups)
             for k in losses_lib.METRICS]
 
 

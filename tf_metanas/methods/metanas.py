@@ -186,12 +186,14 @@ class Metanas(learner_lib.MetaLearner):
     task with `protocol` (default: the test phases): the METANAS threshold rule at the
     temperatures the prediction uses, i.e. the architecture that predicts."""
     tau_alpha, tau_beta = self.prediction_temperatures(protocol)
-    return self.model.genotype("threshold", arch=[tf.convert_to_tensor(a) for a in arch],
+    arch = self.structure.masked_alphas([tf.convert_to_tensor(a) for a in arch])
+    return self.model.genotype("threshold", arch=arch,
                                threshold=self.threshold, tau_alpha=tau_alpha, tau_beta=tau_beta)
 
   def pairwise_genotype_of(self, arch):
     """The genotype scaled up in Sec. 5.2: two ops per node by the authors' pairwise rule."""
-    return self.model.genotype("pairwise", arch=[tf.convert_to_tensor(a) for a in arch])
+    arch = self.structure.masked_alphas([tf.convert_to_tensor(a) for a in arch])
+    return self.model.genotype("pairwise", arch=arch)
 
   # ---- meta-training ----------------------------------------------------------------------
 
@@ -277,14 +279,15 @@ class Metanas(learner_lib.MetaLearner):
     task-specific genotypes and the most common pairwise genotypes (what Sec. 5.2 scales
     up; `parameters` counts them in the supernet)."""
     genotypes, counts, common, pairwise = self.task_report(outputs["arch"])
-    meta_arch = [v.value for v in self.model.arch_variables]
+    meta_arch = self.structure.masked_alphas([v.value for v in self.model.arch_variables])
     meta_genotype = self.genotype_of(meta_arch)
     test_taus = self.prediction_temperatures()
     arch_summaries.write_architecture("meta", self.model, meta_arch, *test_taus, step)
     arch_summaries.write_genotype("meta/genotype", meta_genotype, step)
     for i in range(min(self.report_tasks, len(genotypes))):
-      arch_summaries.write_architecture(f"task_{i}", self.model,
-                                        [a[i] for a in outputs["arch"]], *test_taus, step)
+      arch_summaries.write_architecture(
+          f"task_{i}", self.model,
+          self.structure.masked_alphas([a[i] for a in outputs["arch"]]), *test_taus, step)
       arch_summaries.write_genotype(f"task_{i}/genotype", genotypes[i], step)
     arch_summaries.write_genotype("most_common/genotype", common[0][0], step)
     arch_summaries.write_genotype("most_common_pairwise/genotype", pairwise[0][0], step)

@@ -77,7 +77,8 @@ class Runner:
   Args:
     model_dir: where checkpoints, events, the operative config and results go.
     network: callable num_classes -> FunctionalModel (e.g. @reptile_network).
-    learner: callable model -> MetaLearner (e.g. @MetaLearner with its bindings).
+    learner: callable (model, seed=...) -> MetaLearner (e.g. @MetaLearner with its
+      bindings); the seed is the Runner's.
     train_spec: EpisodeSpec of meta-training tasks (inner_steps is set from the learner).
     test_spec: EpisodeSpec of meta-validation / meta-test tasks.
     meta_batch_size: tasks per meta-iteration (a multiple of the number of replicas).
@@ -158,6 +159,10 @@ class Runner:
             f"{sorted(by_name)}: add a TaskStream(name={name!r}, ...) to Runner.streams")
       stream = by_name[name]
       spec = self.learner.episode_spec(stream.spec or train_spec, training=True)
+      if spec.num_ways != train_spec.num_ways:
+        raise errors.EpisodeSpecError(
+            f"TaskStream {name!r} has {spec.num_ways}-way tasks but the classifier is built "
+            f"for {train_spec.num_ways} ways (Runner.train_spec); use the same number of ways")
       samplers[name] = episodes_lib.EpisodeSampler(
           stream.store(train, self.seed), spec, self.seed, f"meta-train stream {name!r}",
           stream.sampler_stream())
@@ -185,9 +190,11 @@ class Runner:
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         raise ValueError(
             f"{latest} does not fit this configuration: it was written by another "
-            f"configuration or an older tf_metanas (METANAS before the authors' conv_3x3, a "
-            f"run without carry_inner_state or per_step_bn_weights, ...). Use a new "
-            f"--model_dir, or the configuration that wrote it. {e}") from e
+            f"configuration or an older tf_metanas (before the engine of issue 13, with one "
+            f"meta optimizer per group and the run's training time; METANAS before the "
+            f"authors' conv_3x3; a run without carry_inner_state or per_step_bn_weights, "
+            f"...). Use a new --model_dir, or the configuration and version that wrote it. "
+            f"{e}") from e
       logging.info("Restored %s (meta step %d)", latest, int(self.learner.step.numpy()))
     return int(self.learner.step.numpy())
 
@@ -210,8 +217,8 @@ class Runner:
     batches = -(-num_tasks // self.test_batch_size)
     outputs = []
     for index, batch in enumerate(sampler.dataset(self.test_batch_size, num_batches=batches)):
-      outputs.append(tf.nest.map_structure(lambda t: t.numpy(),
-                                           self.learner.evaluate_batch(batch)))
+      outputs.append(tf.nest.map_structure(lambda t: t.numpy(), self.learner.evaluate_batch(
+          batch, first_task=index * self.test_batch_size, split=split)))
       if (index + 1) % 10 == 0 and index + 1 < batches:
         logging.info("meta-%s: %d / %d tasks adapted", split,
                      (index + 1) * self.test_batch_size, num_tasks)
