@@ -103,6 +103,13 @@ def check_divisible(count, strategy, what):
                        f"replicas; use a multiple of {replicas}")
 
 
+def replica_task_offset(local_tasks):
+  """In replica context: the meta-batch index of this replica's first task, when every
+  replica holds `local_tasks` contiguous tasks (`split_tasks`); 0 outside replica context."""
+  replica = tf.distribute.get_replica_context()
+  return (replica.replica_id_in_sync_group if replica else 0) * local_tasks
+
+
 def split_tasks(strategy, batch, what="the meta-batch"):
   """Distributes a batch of tasks (nested [tasks, ...] tensors): replica r gets the r-th of
   num_replicas contiguous slices (a PerReplica value; the batch itself for one replica)."""

@@ -1,4 +1,4 @@
-"""Stateless uniform draws that are the same on every device and under XLA.
+"""Stateless seeds and uniform draws that are the same on every device and under XLA.
 
 TensorFlow's stateless random ops pick their bit generator per device: the same seed gives
 other numbers on CPU than under XLA (also with alg="philox"). These draws hash a counter
@@ -10,6 +10,17 @@ enough statistics for DropPath masks and Gumbel noise.
 import tensorflow as tf
 
 _GOLDEN = 0x9E3779B9
+
+
+def fold(seed, *values):
+  """`seed` ([2] int) with each of `values` (ints or scalar tensors) folded in: the seed of
+  a sub-part (a step, a cell, an edge, an op). None stays None (stateful draws)."""
+  if seed is None:
+    return None
+  seed = tf.convert_to_tensor(seed, tf.int32) if not isinstance(seed, tf.Tensor) else seed
+  for value in values:
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int32), alg="philox")
+  return seed
 
 
 def _hash(x):

@@ -16,26 +16,17 @@ under XLA (stateless ops only).
 
 import dataclasses
 
-import tensorflow as tf
-
+from tf_metanas import stateless
 from tf_metanas.data.streams import stream_id
 
 EVALUATION_STEP = -1  # the meta-step folded into the seeds of tasks adapted at evaluation
-
-
-def fold(seed, *values):
-  """`seed` ([2] int) with each of `values` (ints or scalar tensors) folded in."""
-  seed = tf.convert_to_tensor(seed, tf.int32) if not isinstance(seed, tf.Tensor) else seed
-  for value in values:
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int32), alg="philox")
-  return seed
 
 
 def task_seed(run_seed, meta_step, stream, task_index):
   """The stateless seed of task `task_index` of `stream` at meta-iteration `meta_step`
   (EVALUATION_STEP for tasks adapted to at evaluation) of a run seeded `run_seed`."""
   run_seed = int(run_seed)
-  return fold([run_seed % 2 ** 31, run_seed // 2 ** 31 % 2 ** 31], meta_step, stream_id(stream),
+  return stateless.fold([run_seed % 2 ** 31, run_seed // 2 ** 31 % 2 ** 31], meta_step, stream_id(stream),
               task_index)
 
 
@@ -91,6 +82,4 @@ class TaskContext:
 
   def draw_seed(self, salt=0):
     """The stateless seed of this step's draws of kind `salt` (None without a task seed)."""
-    if self.seed is None:
-      return None
-    return fold(self.seed, self.step, int(self.query), salt)
+    return stateless.fold(self.seed, self.step, int(self.query), salt)

@@ -128,8 +128,7 @@ class Engine:
     returns it and the last task's state. Task i of the replica is task offset + i of the
     meta-batch, which seeds its random draws."""
     num_tasks = int(tf.nest.flatten(batches)[0].shape[0])
-    replica = tf.distribute.get_replica_context()
-    offset = (replica.replica_id_in_sync_group if replica else 0) * num_tasks
+    offset = distribute.replica_task_offset(num_tasks)
 
     def body(i, total, state):
       tasks = tf.nest.map_structure(lambda t: t[i], batches)

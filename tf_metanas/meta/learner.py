@@ -626,8 +626,7 @@ class MetaLearner:
   def _evaluate_replica(self, batch, first_task, split):
     params, state, protocol = self.meta_parameters(), self.carried_state(), self.protocol()
     num_tasks = int(batch["support_images"].shape[0])
-    replica = tf.distribute.get_replica_context()
-    offset = first_task + (replica.replica_id_in_sync_group if replica else 0) * num_tasks
+    offset = first_task + distribute.replica_task_offset(num_tasks)
 
     def one(args):
       index, task = args

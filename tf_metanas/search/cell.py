@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import layers
 from keras import ops as K
 
+from tf_metanas import stateless
 from tf_metanas.search import drop_path as drop_path_lib
 from tf_metanas.search import mixed_op as mixed_op_lib
 from tf_metanas.search import ops as ops_lib
@@ -104,7 +105,7 @@ class SearchCell(_Cell):
       for e, i in edges:
         out = self.edges[e](states[i], op_weights[e], training=training, drop_path=drop_path,
                             cache=caches[i], op_mask=None if op_mask is None else op_mask[e],
-                            seed=None if seed is None else mixed_op_lib.fold_seed(seed, e))
+                            seed=stateless.fold(seed, e))
         if out is not None:
           node = out if node is None else node + out
       states.append(self._zeros(states) if node is None else node)
@@ -151,7 +152,7 @@ class FixedCell(_Cell):
         out = op(states[i], training=training)
         if not isinstance(op, ops_lib.Identity):
           out = self.drop_path(out, training=training if drop_path is None else drop_path,
-                               seed=None if seed is None else mixed_op_lib.fold_seed(seed, index))
+                               seed=stateless.fold(seed, index))
         index += 1
         total = out if total is None else total + out
       states.append(self._zeros(states) if total is None else total)

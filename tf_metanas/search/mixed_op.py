@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tf_metanas import stateless
 from tf_metanas.search import drop_path as drop_path_lib
 from tf_metanas.search import ops as ops_lib
 
@@ -17,11 +18,6 @@ class OpCache:
 
   def __init__(self):
     self.outputs = {}
-
-
-def fold_seed(seed, index):
-  """`seed` with `index` folded in: the stateless seed of a sub-part (cell, edge, op)."""
-  return tf.random.experimental.stateless_fold_in(seed, index, alg="philox")
 
 
 def static_mask(mask):
@@ -104,7 +100,7 @@ class MixedOp(layers.Layer):
       out = self._apply(name, op, x, training, cache)
       if not isinstance(op, ops_lib.Identity):
         out = self.drop_path(out, training=drop,
-                             seed=None if seed is None else fold_seed(seed, i))
+                             seed=stateless.fold(seed, i))
       term = weights[i] * out
       total = term if total is None else total + term
     return total

@@ -4,12 +4,12 @@ import keras
 import numpy as np
 from keras import layers
 
+from tf_metanas import stateless
 from tf_metanas.arch import mixture as mixture_lib
 from tf_metanas.search import batch_norm
 from tf_metanas.search import cell as cell_lib
 from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
-from tf_metanas.search import mixed_op as mixed_op_lib
 from tf_metanas.search import ops as ops_lib
 from tf_metanas.search import topology
 
@@ -56,8 +56,7 @@ class _Network(functional.FunctionalModel):
     x = keras.ops.cast(images, self.compute_dtype)
     s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
     for index, cell in enumerate(self.cells):
-      cell_seed = None if seed is None else mixed_op_lib.fold_seed(seed, index)
-      s0, s1 = s1, cell_call(cell, s0, s1, cell_seed)
+      s0, s1 = s1, cell_call(cell, s0, s1, stateless.fold(seed, index))
     return self.classifier(self.pool(s1))
 
   def call_options(self, regularize, seed=None):
