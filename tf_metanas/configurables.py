@@ -11,6 +11,7 @@ from tf_metanas.meta import learner  # pylint: disable=unused-import
 from tf_metanas.meta import optimizers  # pylint: disable=unused-import
 from tf_metanas.meta import schedules  # pylint: disable=unused-import
 from tf_metanas.methods import metanas  # pylint: disable=unused-import
+from tf_metanas.methods import tnas  # pylint: disable=unused-import
 from tf_metanas.search import configurables  # pylint: disable=unused-import
 from tf_metanas.train import runner  # pylint: disable=unused-import
 

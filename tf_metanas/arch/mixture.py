@@ -80,3 +80,38 @@ def mixture(alphas, betas, num_nodes, k, tau_alpha=1.0, tau_beta=1.0, threshold=
     else:
       out[f"{cell}_edges"] = edge_weights(betas[cell], num_nodes, k, tau_beta, threshold)
   return out
+
+
+def darts_logits(alpha, num_nodes, op_names, k=2):
+  """The DARTS-decoded cell of op logits `alpha` [num_edges, num_ops] (Liu et al. 2019,
+  Sec. 2.4; T-NAS Algorithm 2) as logits whose softmax is its one-hot mixture.
+
+  The op weights are softmax(alpha) over every op ("none" included, as the DARTS and T-NAS
+  code); each edge's strength is its largest non-"none" weight; each node keeps its k
+  strongest incoming edges (ties: the lower input first), each with its argmax non-"none"
+  op; every other edge gets the "none" op, i.e. it is absent. The result is 0 at the chosen
+  op and REMOVED_LOGIT elsewhere, so a SearchNetwork run on it computes the decoded network
+  exactly with the supernet's weights (the "kept weights" evaluation). Differentiable nowhere
+  (a selection); `search.genotype.derive_darts` is the same rule in numpy.
+  """
+  names = list(op_names)
+  if "none" not in names:
+    raise ValueError(f"DARTS decoding drops edges with the 'none' op, which the op set "
+                     f"{names} lacks")
+  none = names.index("none")
+  weights = op_weights(alpha)
+  is_none = K.convert_to_tensor([n == "none" for n in names])
+  masked = K.where(is_none[None, :], K.full_like(weights, -1.0), weights)
+  best, strength = K.argmax(masked, axis=-1), K.max(masked, axis=-1)
+  kept = K.zeros_like(strength)
+  for edges in topology.node_edges(num_nodes):
+    index = [e for e, _ in edges]
+    top = K.top_k(K.take(strength, index), min(k, len(index)))[1]
+    chosen = K.sum(K.one_hot(top, len(index), dtype=strength.dtype), axis=0)
+    kept = kept + K.scatter(K.convert_to_tensor([[e] for e in index]), chosen,
+                            (topology.num_edges(num_nodes),))
+  num_ops = len(names)
+  target = (kept[:, None] * K.one_hot(best, num_ops, dtype=alpha.dtype)
+            + (1.0 - kept[:, None]) * K.one_hot(K.full_like(best, none), num_ops,
+                                                dtype=alpha.dtype))
+  return K.where(target > 0.5, K.zeros_like(alpha), K.full_like(alpha, REMOVED_LOGIT))

@@ -74,6 +74,9 @@ def support_batches(rng, support_size, batch_size, steps):
   return order[:needed].reshape(steps, batch_size).astype(np.int32)
 
 
+POOL_SALT = 0x9001  # keys a pool's epoch orders apart from its episodes
+
+
 class EpisodeSampler:
   """Samples episodes of one spec from one class split.
 
@@ -84,14 +87,21 @@ class EpisodeSampler:
       np.random.default_rng([seed, stream, i]) with a `stream` id.
     name: the split's name, for error messages.
     stream: optional int id of a task stream (`TaskStream.sampler_stream`).
+    pool: 0 (default): every index is a new task. N > 0: a pool of N tasks (episodes
+      0..N-1) visited in epochs, each epoch in its own order (T-NAS: 10 epochs of the same
+      5,000 tasks, as the authors' dataset drawn once and shuffled every epoch).
 
   Raises:
     EpisodeSpecError: the split has fewer classes than ways, or a class has fewer images
       than shots + queries.
   """
 
-  def __init__(self, store, spec, seed=0, name="split", stream=None):
+  def __init__(self, store, spec, seed=0, name="split", stream=None, pool=0):
     self.store, self.spec, self.seed, self.name = store, spec, int(seed), name
+    self.pool = int(pool)
+    if self.pool < 0:
+      raise errors.EpisodeSpecError(f"{name}: a task pool of {pool} tasks; use 0 (every "
+                                    f"task new) or a positive number")
     self._key = [self.seed] if stream is None else [self.seed, int(stream)]
     if spec.num_ways > store.num_classes:
       raise errors.EpisodeSpecError(
@@ -106,10 +116,17 @@ class EpisodeSampler:
           f"but class {store.class_names[smallest]!r} of {name} has only {per_class[smallest]}")
     self._class_indices = store.class_indices
 
+  def pooled(self, index):
+    """The pool task that index `index` visits (itself without a pool)."""
+    if not self.pool:
+      return int(index)
+    epoch, position = divmod(int(index), self.pool)
+    return int(np.random.default_rng(self._key + [POOL_SALT, epoch]).permutation(self.pool)[position])
+
   def episode(self, index):
     """Episode `index` as a dict of numpy arrays (see EPISODE_KEYS)."""
     spec = self.spec
-    rng = np.random.default_rng(self._key + [int(index)])
+    rng = np.random.default_rng(self._key + [self.pooled(index)])
     classes = rng.choice(self.store.num_classes, spec.num_ways, replace=False)
     support, query = [], []
     for c in classes:

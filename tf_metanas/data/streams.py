@@ -41,12 +41,15 @@ class TaskStream:
     part: (start, stop) fractions of the meta-train classes or of each class's images.
     by: "class" or "image" (see the module docstring).
     spec: the stream's EpisodeSpec (None: the Runner's train_spec).
+    pool: 0: every meta-training task is new; N > 0: N tasks visited in epochs, each in a
+      new order (`EpisodeSampler.pool`; T-NAS: 5,000).
   """
 
   name: str = "train"
   part: tuple = (0.0, 1.0)
   by: str = "class"
   spec: object = None
+  pool: int = 0
 
   def __post_init__(self):
     start, stop = self.part

@@ -8,7 +8,10 @@ The engine owns what every method shares:
   - accumulation keyed by group name: the rule's per-task directions are summed and divided
     by the meta-batch size T; each group's meta optimizer all-reduces (sums) the replicas'
     shares, so every replica applies the mean over all tasks;
-  - applying the meta-updates of the groups the iteration touches: a group the iteration
+  - stages: a rule may update its groups in stages (`UpdateRule.stages`), each applied
+    before the next adapts, all in one compiled meta-iteration;
+  - applying the meta-updates of the groups the iteration touches (with each group's
+    MetaOptimizer settings: betas, coupled L2 weight decay): a group the iteration
     does not touch (frozen in warm-up) is not applied, so its value and its optimizer's
     slots stay exactly as they were;
   - auxiliary state (per-step BatchNorm statistics): the mean over tasks is assigned;
@@ -16,12 +19,14 @@ The engine owns what every method shares:
     the architecture's structure), traced once and reused while the key holds.
 """
 
+import dataclasses
 import functools
 
 import keras
 import tensorflow as tf
 
 from tf_metanas import distribute
+from tf_metanas.meta import optimizers
 
 
 class Engine:
@@ -30,25 +35,24 @@ class Engine:
   Args:
     learner: the MetaLearner (its groups, rule, task learner).
     rates: group name -> float or schedule (read at the meta-step) of every meta group.
-    meta_optimizer: "adam" or "sgd" (rules whose step is exact, Reptile, always use SGD).
-    sgd_only: use SGD whatever `meta_optimizer` says.
+    meta_optimizer: "adam", "sgd", a MetaOptimizer, or a dict group -> either (see
+      `optimizers.meta_optimizer_of`).
+    sgd_only: use SGD whatever `meta_optimizer` says (rules whose step is exact: Reptile).
     jit_compile: compile what a replica computes for its tasks with XLA.
   """
 
   def __init__(self, learner, rates, meta_optimizer="adam", sgd_only=False, jit_compile=False):
-    if meta_optimizer not in ("adam", "sgd"):
-      raise ValueError(f"unknown meta_optimizer {meta_optimizer!r}; use 'adam' or 'sgd'")
     self.learner, self.jit_compile = learner, bool(jit_compile)
     self.strategy = tf.distribute.get_strategy()
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
-    self.meta_optimizers = {}
+    self.meta_optimizers, self.meta_settings = {}, {}
     for name, variables in learner.meta_groups.items():
-      rate = self._rate(rates[name])
-      optimizer = (keras.optimizers.SGD(learning_rate=rate)
-                   if sgd_only or meta_optimizer == "sgd"
-                   else keras.optimizers.Adam(learning_rate=rate))
+      settings = optimizers.meta_optimizer_of(meta_optimizer, name)
+      if sgd_only:
+        settings = dataclasses.replace(settings, kind="sgd")
+      optimizer = settings.build(self._rate(rates[name]))
       optimizer.build(variables)
-      self.meta_optimizers[name] = optimizer
+      self.meta_optimizers[name], self.meta_settings[name] = optimizer, settings
     self._train_fns = {}
 
   def _rate(self, rate):
@@ -84,45 +88,56 @@ class Engine:
     return self._train_fns[plan](split)
 
   def _train_step(self, batches, plan):
-    groups = self.learner.touched_groups(plan)
     local = tf.nest.flatten(self.strategy.experimental_local_results(batches)[0])[0]
     num_tasks = int(local.shape[0]) * self.strategy.num_replicas_in_sync
+    metrics = {}
     with self.strategy.scope():
-      shares = self.strategy.run(lambda b: self._replica_step(b, plan, groups, num_tasks),
-                                 args=(batches,))
-      metrics, auxiliary = tf.nest.map_structure(
-          lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
-      for name, means in auxiliary.items():
-        for variable, mean in zip(self.learner.auxiliary_variables[name], means):
-          variable.assign(mean)
-      if self.strategy.num_replicas_in_sync > 1:  # every replica goes on from the mean state
-        for variable in tf.nest.flatten(self.learner.inner_state):
-          variable.assign(variable.read_value())  # cross-replica: read the mean, set all
+      # Stages run in order: a later stage adapts from the meta-parameters an earlier one
+      # updated (Auto-MAML: the architecture step, then the weights step).
+      for rule, stage_plan, groups in self.learner.rule.stages(
+          self.learner, plan, self.learner.touched_groups(plan)):
+        shares = self.strategy.run(
+            lambda b, r=rule, p=stage_plan, g=groups: self._replica_step(b, r, p, g, num_tasks),
+            args=(batches,))
+        stage_metrics, auxiliary = tf.nest.map_structure(
+            lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
+        metrics.update(stage_metrics)
+        for name, means in auxiliary.items():
+          for variable, mean in zip(self.learner.auxiliary_variables[name], means):
+            variable.assign(mean)
+        if self.strategy.num_replicas_in_sync > 1:  # every replica goes on from the mean state
+          for variable in tf.nest.flatten(self.learner.inner_state):
+            variable.assign(variable.read_value())  # cross-replica: read the mean, set all
       self.step.assign_add(1)
     return metrics
 
-  def _replica_step(self, batches, plan, groups, num_tasks):
-    """One replica's part, in replica context: its tasks' summed directions divided by the
-    meta-batch size go through the rule to the meta optimizers (which all-reduce them).
-    Returns the same shares of the metrics and of the auxiliary state."""
+  def _replica_step(self, batches, rule, plan, groups, num_tasks):
+    """One replica's part of one stage, in replica context: its tasks' summed directions
+    divided by the meta-batch size go through the rule (and the group's L2 weight decay) to
+    the meta optimizers (which all-reduce them). Returns the same shares of the metrics and
+    of the auxiliary state."""
     learner = self.learner
     (directions, metrics, auxiliary), state = self.compiled(
-        lambda b, s: self._sum_over_tasks(b, s, plan, groups))(batches, learner.carried_state())
+        lambda b, s: self._sum_over_tasks(b, s, rule, plan, groups))(
+            batches, learner.carried_state())
     learner.carry(state)
     share = lambda t: t / num_tasks
+    replica_share = 1.0 / self.strategy.num_replicas_in_sync
     for name in groups:
-      gradients = learner.rule.meta_gradients(learner, name, [share(d) for d in directions[name]])
-      self.meta_optimizers[name].apply_gradients(zip(gradients, learner.meta_groups[name]))
+      variables = learner.meta_groups[name]
+      gradients = rule.meta_gradients(learner, name, [share(d) for d in directions[name]])
+      gradients = self.meta_settings[name].gradients(gradients, variables, replica_share)
+      self.meta_optimizers[name].apply_gradients(zip(gradients, variables))
     return tf.nest.map_structure(share, (metrics, auxiliary))
 
-  def _zeros(self, groups):
+  def _zeros(self, rule, groups):
     learner = self.learner
     return ({g: [tf.zeros_like(v) for v in learner.meta_groups[g]] for g in groups},
-            {k: tf.constant(0.0) for k in learner.rule.metric_names(learner, groups)},
+            {k: tf.constant(0.0) for k in rule.metric_names(learner, groups)},
             {a: [tf.zeros_like(v) for v in learner.auxiliary_variables[a]]
-             for a in learner.rule.auxiliary(learner)})
+             for a in rule.auxiliary(learner)})
 
-  def _sum_over_tasks(self, batches, state, plan, groups):
+  def _sum_over_tasks(self, batches, state, rule, plan, groups):
     """The sum over a replica's tasks of the rule's (directions, metrics, auxiliary), in a
     tf.while_loop passing the inner-optimizer state from task to task (meta-batch order);
     returns it and the last task's state. Task i of the replica is task offset + i of the
@@ -132,11 +147,11 @@ class Engine:
 
     def body(i, total, state):
       tasks = tf.nest.map_structure(lambda t: t[i], batches)
-      directions, metrics, auxiliary, final = self.learner.rule.task_directions(
+      directions, metrics, auxiliary, final = rule.task_directions(
           self.learner, tasks, groups, plan, state or None, offset + i)
       total = tf.nest.map_structure(tf.add, total, (directions, metrics, auxiliary))
       return i + 1, total, final if state else state  # {}: every task starts fresh
 
     _, total, state = tf.while_loop(lambda i, *_: i < num_tasks, body,
-                                    (tf.constant(0), self._zeros(groups), state))
+                                    (tf.constant(0), self._zeros(rule, groups), state))
     return total, state

@@ -116,8 +116,9 @@ class MetaLearner:
     meta_learning_rates: group name -> float or schedule: the meta optimizer's learning
       rate (MAML: Adam) or Reptile's outer step size eps. Schedules are evaluated at the
       meta-iteration (`step`), the same clock for every group.
-    meta_optimizer: "adam" or "sgd" for MAML-style updates (Reptile always applies its
-      exact step, i.e. SGD on theta - mean adapted).
+    meta_optimizer: "adam" or "sgd" for MAML-style updates, a `MetaOptimizer` (betas,
+      epsilon, coupled L2 weight decay), or a dict group -> either (groups not named:
+      Adam); Reptile always applies its exact step, i.e. SGD on theta - mean adapted.
     joint: one backward pass per inner step for all groups (False: alternate groups).
     multi_step_loss_iterations: > 0 enables the MAML++ multi-step loss for this many
       meta-iterations (its weights annealed towards the last step), after which the last

@@ -20,6 +20,8 @@ graph (MAML++: first order before `first_order_iterations`, the multi-step loss 
 `multi_step_loss_iterations`); it is part of the learner's trace key.
 """
 
+import dataclasses
+
 import gin
 import tensorflow as tf
 
@@ -70,6 +72,12 @@ class UpdateRule:
   def groups(self, learner):
     """The groups this rule gives directions for (before warm-up freezes any)."""
     return tuple(learner.meta_groups)
+
+  def stages(self, learner, plan, groups):
+    """[(rule, plan, groups)] the engine runs in order within one meta-iteration, each
+    stage's meta-update applied before the next stage adapts: one stage here."""
+    del learner
+    return [(self, plan, tuple(groups))]
 
   def task_directions(self, learner, tasks, groups, plan, state, task_index):
     """(directions {group: [tensors]}, metrics {name: scalar}, auxiliary {name: [tensors]},
@@ -230,6 +238,77 @@ class Reptile(UpdateRule):
     # theta - eps * (theta - mean adapted) = theta + eps * mean (adapted - theta)
     del learner, group
     return [-d for d in mean_directions]
+
+
+@gin.configurable(module="tf_metanas.meta")
+class Sequential(UpdateRule):
+  """Rules applied one after the other within a meta-iteration, each to its own groups:
+  stage i adapts from the meta-parameters stages < i have just updated (Auto-MAML,
+  Algorithm 3: the architecture step first, then the weights step from the new
+  architecture).
+
+  Args:
+    stages: ((rule, group names), ...) in order; every group in at most one stage.
+  """
+
+  def __init__(self, stages):
+    super().__init__()
+    self.parts = tuple((rule, tuple(names)) for rule, names in stages)
+    seen = [g for _, names in self.parts for g in names]
+    if len(seen) != len(set(seen)) or not seen:
+      raise ValueError(f"Sequential.stages must name each group once, got {seen}")
+
+  def _owner(self, learner, group):
+    """The stage index of `group` (a learner-owned group follows its base group), or None."""
+    for index, (_, names) in enumerate(self.parts):
+      if group in names or learner.base_group(group) in names:
+        return index
+    return None
+
+  def _split(self, learner, groups):
+    """[(stage index, rule, its groups among `groups`)] of the stages with any."""
+    out = []
+    for index, (rule, _) in enumerate(self.parts):
+      mine = tuple(g for g in groups if self._owner(learner, g) == index)
+      if mine:
+        out.append((index, rule, mine))
+    return out
+
+  def groups(self, learner):
+    return tuple(g for g in learner.meta_groups if self._owner(learner, g) is not None
+                 and g in self.parts[self._owner(learner, g)][0].groups(learner))
+
+  def stream_of(self, learner, group):
+    return self.parts[self._owner(learner, group)][0].stream_of(learner, group)
+
+  def regime(self, learner, step):
+    return tuple(rule.regime(learner, step) for rule, _ in self.parts)
+
+  def auxiliary(self, learner):
+    return tuple(dict.fromkeys(a for rule, _ in self.parts for a in rule.auxiliary(learner)))
+
+  def stages(self, learner, plan, groups):
+    return [(rule, dataclasses.replace(plan, regime=plan.regime[index]), mine)
+            for index, rule, mine in self._split(learner, groups)]
+
+  def task_directions(self, learner, tasks, groups, plan, state, task_index):
+    """Every stage's directions from the same meta-parameters (the engine applies each
+    stage before the next; this is the directions of the first stage's starting point)."""
+    directions, metrics, auxiliary = {}, {}, {}
+    for rule, stage_plan, mine in self.stages(learner, plan, groups):
+      d, m, a, state = rule.task_directions(learner, tasks, mine, stage_plan, state, task_index)
+      directions.update(d)
+      metrics.update(m)
+      auxiliary.update(a)
+    return directions, metrics, auxiliary, state
+
+  def metric_names(self, learner, groups):
+    return [n for _, rule, mine in self._split(learner, groups)
+            for n in rule.metric_names(learner, mine)]
+
+  def meta_gradients(self, learner, group, mean_directions):
+    return self.parts[self._owner(learner, group)][0].meta_gradients(
+        learner, group, mean_directions)
 
 
 def from_algorithm(algorithm, first_order_iterations=0, multi_step_loss_iterations=0,

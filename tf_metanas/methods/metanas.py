@@ -282,20 +282,13 @@ class Metanas(learner_lib.MetaLearner):
     meta_arch = self.structure.masked_alphas([v.value for v in self.model.arch_variables])
     meta_genotype = self.genotype_of(meta_arch)
     test_taus = self.prediction_temperatures()
-    arch_summaries.write_architecture("meta", self.model, meta_arch, *test_taus, step)
-    arch_summaries.write_genotype("meta/genotype", meta_genotype, step)
-    for i in range(min(self.report_tasks, len(genotypes))):
-      arch_summaries.write_architecture(
-          f"task_{i}", self.model,
-          self.structure.masked_alphas([a[i] for a in outputs["arch"]]), *test_taus, step)
-      arch_summaries.write_genotype(f"task_{i}/genotype", genotypes[i], step)
-    arch_summaries.write_genotype("most_common/genotype", common[0][0], step)
+    task_archs = [self.structure.masked_alphas([a[i] for a in outputs["arch"]])
+                  for i in range(min(self.report_tasks, len(genotypes)))]
+    arch_summaries.write_adaptation(self.model, meta_arch, meta_genotype, task_archs,
+                                    genotypes, common, counts, test_taus, self.report_tasks,
+                                    step)
     arch_summaries.write_genotype("most_common_pairwise/genotype", pairwise[0][0], step)
-    arch_summaries.write_genotype_table("task_genotypes", common[:5], len(genotypes), step)
     arch_summaries.write_genotype_table("pairwise_genotypes", pairwise[:5], len(genotypes), step)
-    tf.summary.histogram("Architecture/task_parameters", counts, step=step)
-    tf.summary.scalar("Architecture/task_parameters_mean", float(np.mean(counts)), step=step)
-    tf.summary.scalar("Architecture/distinct_genotypes", len(common), step=step)
     tf.summary.scalar("Architecture/tau_alpha_end", test_taus[0], step=step)
     tf.summary.scalar("Architecture/tau_beta_end", test_taus[1], step=step)
     as_dicts = lambda rows: [{"tasks": n, "parameters": p, "genotype": g.to_dict()}

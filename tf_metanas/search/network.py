@@ -14,6 +14,9 @@ from tf_metanas.search import ops as ops_lib
 from tf_metanas.search import topology
 
 
+STEMS = ("conv", "pooled")
+
+
 class _Network(functional.FunctionalModel):
   """Stem, a stack of cells, global average pooling and a linear classifier.
 
@@ -26,17 +29,29 @@ class _Network(functional.FunctionalModel):
     channel_doubling: double C at every reduction (DARTS) or keep it constant (METANAS).
     stem_multiplier: the stem has stem_multiplier * C channels.
     drop_path_rate: DropPath probability inside the cells (training only).
+    stem: "conv" (DARTS, METANAS: 3x3 conv, BN) or "pooled" (T-NAS's mini-ImageNet stem:
+      3x3 conv to half the stem's channels, BN, 2x2 max-pool, ReLU, then 3x3 conv, BN,
+      2x2 max-pool; BatchNorms affine), which takes 84-pixel images to 21 before the cells.
   """
 
   def __init__(self, num_classes, channels, num_cells, reduction_cells, channel_doubling,
-               stem_multiplier, drop_path_rate, **kwargs):
+               stem_multiplier, drop_path_rate, stem="conv", **kwargs):
     super().__init__(**kwargs)
+    if stem not in STEMS:
+      raise ValueError(f"unknown stem {stem!r}; use one of {STEMS}")
     self.num_classes, self.channels, self.num_cells = int(num_classes), int(channels), int(num_cells)
     self.reduction_cells = tuple(int(i) for i in reduction_cells)
     self.channel_doubling, self.stem_multiplier = bool(channel_doubling), int(stem_multiplier)
-    self.drop_path_rate = float(drop_path_rate)
+    self.drop_path_rate, self.stem = float(drop_path_rate), stem
+    self.stem_layers = []
+    if stem == "pooled":
+      self.stem_layers = [layers.Conv2D(stem_multiplier * channels // 2, 3, padding="same",
+                                        use_bias=False),
+                          batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5),
+                          layers.MaxPooling2D(2), layers.ReLU()]
     self.stem_conv = layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False)
     self.stem_bn = batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5)
+    self.stem_pool = layers.MaxPooling2D(2) if stem == "pooled" else None
     self.pool = layers.GlobalAveragePooling2D()
     self.classifier = layers.Dense(num_classes)
 
@@ -54,7 +69,10 @@ class _Network(functional.FunctionalModel):
   def _features(self, images, cell_call, training, seed=None):
     """`cell_call(cell, s0, s1, seed)` with each cell's DropPath seed (cell i folds in i)."""
     x = keras.ops.cast(images, self.compute_dtype)
-    s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
+    for layer in self.stem_layers:
+      x = layer(x, training=training) if isinstance(layer, batch_norm.BatchNorm) else layer(x)
+    x = self.stem_bn(self.stem_conv(x), training=training)
+    s0 = s1 = self.stem_pool(x) if self.stem_pool else x
     for index, cell in enumerate(self.cells):
       s0, s1 = s1, cell_call(cell, s0, s1, stateless.fold(seed, index))
     return self.classifier(self.pool(s1))
@@ -69,9 +87,11 @@ class _Network(functional.FunctionalModel):
 
   def build(self, input_shape):
     shape = tuple(input_shape)
-    self.stem_conv.build(shape)
-    shape = self.stem_conv.compute_output_shape(shape)
-    self.stem_bn.build(shape)
+    for layer in self.stem_layers + [self.stem_conv, self.stem_bn]:
+      layer.build(shape)
+      shape = layer.compute_output_shape(shape)
+    if self.stem_pool:
+      shape = self.stem_pool.compute_output_shape(shape)
     s0 = s1 = shape
     for cell in self.cells:
       cell.build(s0, s1)
@@ -82,7 +102,8 @@ class _Network(functional.FunctionalModel):
     return {**super().get_config(), "num_classes": self.num_classes,
             "channels": self.channels, "num_cells": self.num_cells,
             "reduction_cells": self.reduction_cells, "channel_doubling": self.channel_doubling,
-            "stem_multiplier": self.stem_multiplier, "drop_path_rate": self.drop_path_rate}
+            "stem_multiplier": self.stem_multiplier, "drop_path_rate": self.drop_path_rate,
+            "stem": self.stem}
 
 
 @keras.saving.register_keras_serializable("tf_metanas")
@@ -210,7 +231,8 @@ class SearchNetwork(_Network):
     """Trainable weights the pruned network keeps: stem, cell preprocessing, the ops that
     `genotype` keeps on each edge, and the classifier (architecture variables excluded)."""
     count = lambda layer: sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
-    total = count(self.stem_conv) + count(self.stem_bn) + count(self.classifier)
+    total = sum(count(layer) for layer in self.stem_layers + [self.stem_conv, self.stem_bn,
+                                                              self.classifier])
     for cell in self.cells:
       total += count(cell.preprocess0) + count(cell.preprocess1)
       for j, node in enumerate(genotype.reduce if cell.reduction else genotype.normal):

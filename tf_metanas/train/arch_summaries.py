@@ -6,6 +6,7 @@ columns ops), Architecture/<name>/input_weights (rows input combinations, column
 types), Architecture/<name> for genotype pictures, Architecture/genotypes (text).
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tf_metanas.arch import mixture as mixture_lib
@@ -52,3 +53,23 @@ def write_genotype_table(name, entries, num_tasks, step):
     lines.append(f"| {count} | {count / num_tasks:.1%} | {parameters} | "
                  f"`{genotype.to_json()}` |")
   tf.summary.text(f"Architecture/{name}", "\n".join(lines), step=step)
+
+
+def write_adaptation(model, meta_arch, meta_genotype, task_archs, task_genotypes, common,
+                     counts, taus, report_tasks, step):
+  """The views of one evaluation of a method that adapts the architecture to each task
+  (METANAS Fig. 2 and 5, T-NAS Fig. 2 and 5): the meta-architecture's heatmaps and cells
+  beside those of the first `report_tasks` adapted tasks (`task_archs[i]`, at temperatures
+  `taus`), the most common task genotype and a table of the five most common (`common`:
+  [(genotype, tasks, parameters)]), the distribution of the tasks' parameter counts and the
+  number of distinct genotypes."""
+  write_architecture("meta", model, meta_arch, *taus, step)
+  write_genotype("meta/genotype", meta_genotype, step)
+  for i in range(min(report_tasks, len(task_genotypes))):
+    write_architecture(f"task_{i}", model, task_archs[i], *taus, step)
+    write_genotype(f"task_{i}/genotype", task_genotypes[i], step)
+  write_genotype("most_common/genotype", common[0][0], step)
+  write_genotype_table("task_genotypes", common[:5], len(task_genotypes), step)
+  tf.summary.histogram("Architecture/task_parameters", counts, step=step)
+  tf.summary.scalar("Architecture/task_parameters_mean", float(np.mean(counts)), step=step)
+  tf.summary.scalar("Architecture/distinct_genotypes", len(common), step=step)

@@ -96,13 +96,16 @@ class Runner:
     streams: TaskStreams of the meta-train split (default: one stream "train" of all of
       it); the learner's update rule says which it reads.
     dataset: the dataset's name in results.json (default: `load_splits`'s).
+    select_on_val: meta-test the checkpoint of the best meta-validation accuracy (kept in
+      model_dir/best) instead of the last one: Auto-MAML's choice of its architecture, the
+      checkpoint selection of a from-scratch retraining. Needs eval_every > 0.
   """
 
   def __init__(self, model_dir, network, learner, train_spec=None, test_spec=None,
                meta_batch_size=4, num_iterations=1000, eval_every=500, eval_tasks=100,
                test_tasks=600, test_batch_size=20, checkpoint_every=100, log_every=10, seed=0,
                splits=None, max_checkpoints=3, streams=(streams_lib.TaskStream(),),
-               dataset=None):
+               dataset=None, select_on_val=False):
     self.model_dir = pathlib.Path(model_dir)
     self.meta_batch_size, self.num_iterations = int(meta_batch_size), int(num_iterations)
     self.eval_every, self.eval_tasks, self.test_tasks = eval_every, eval_tasks, test_tasks
@@ -140,10 +143,21 @@ class Runner:
           f"validates on none): set Runner.eval_every = 0 or use a split with a val part")
     self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                      name="train_seconds")
-    self.checkpoint = tf.train.Checkpoint(train_seconds=self.train_seconds,
-                                          **self.learner.checkpoint_items())
+    items = dict(train_seconds=self.train_seconds, **self.learner.checkpoint_items())
+    self.select_on_val, self.best = bool(select_on_val), None
+    if self.select_on_val:
+      if not self.eval_every:
+        raise errors.EpisodeSpecError("Runner.select_on_val selects on meta-validation: set "
+                                      "Runner.eval_every > 0")
+      self.best = {"accuracy": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
+                   "step": tf.Variable(-1, dtype=tf.int64, trainable=False)}
+      items.update(best_val_accuracy=self.best["accuracy"], best_val_step=self.best["step"])
+    self.checkpoint = tf.train.Checkpoint(**items)
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.model_dir),
                                               max_to_keep=max_checkpoints)
+    self.best_manager = (tf.train.CheckpointManager(self.checkpoint, str(self.model_dir / "best"),
+                                                    max_to_keep=1)
+                         if self.select_on_val else None)
     self.writers = {name: tf.summary.create_file_writer(str(self.model_dir / name))
                     if self.chief else tf.summary.create_noop_writer()
                     for name in ("train", "eval")}
@@ -165,7 +179,7 @@ class Runner:
             f"for {train_spec.num_ways} ways (Runner.train_spec); use the same number of ways")
       samplers[name] = episodes_lib.EpisodeSampler(
           stream.store(train, self.seed), spec, self.seed, f"meta-train stream {name!r}",
-          stream.sampler_stream())
+          stream.sampler_stream(), stream.pool)
     return samplers
 
   @property
@@ -196,7 +210,21 @@ class Runner:
             f"...). Use a new --model_dir, or the configuration and version that wrote it. "
             f"{e}") from e
       logging.info("Restored %s (meta step %d)", latest, int(self.learner.step.numpy()))
+    self._restore_best_record()
     return int(self.learner.step.numpy())
+
+  def _restore_best_record(self):
+    """The selection's record from model_dir/best when it is newer than the checkpoint's
+    (a meta-validation between the last checkpoint and an interruption)."""
+    best = self.select_on_val and tf.train.latest_checkpoint(str(self.model_dir / "best"))
+    if not best:
+      return
+    reader = tf.train.load_checkpoint(best)
+    key = "{}/.ATTRIBUTES/VARIABLE_VALUE"
+    step = int(reader.get_tensor(key.format("best_val_step")))
+    if step > int(self.best["step"].numpy()):
+      self.best["step"].assign(step)
+      self.best["accuracy"].assign(reader.get_tensor(key.format("best_val_accuracy")))
 
   def save(self, step):
     """Checkpoints meta-training state into model_dir (chief) or a scratch directory that
@@ -248,10 +276,42 @@ class Runner:
         logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f  %.2f it/s  ETA %.0f s",
                      step, self.num_iterations, float(metrics["query_accuracy"]),
                      float(metrics["query_loss"]), rate, (self.num_iterations - step) / rate)
+      if self.eval_every and step % self.eval_every == 0:
+        self._select(self._log_eval("val", self.eval_tasks, step)["accuracy"], step)
       if step % self.checkpoint_every == 0 or step == self.num_iterations:
         self.save(step)
-      if self.eval_every and step % self.eval_every == 0:
-        self._log_eval("val", self.eval_tasks, step)
+
+  def _select(self, accuracy, step):
+    """With select_on_val: keeps the checkpoint of the best meta-validation accuracy so far
+    (the earliest of equals) in model_dir/best."""
+    if not self.select_on_val:
+      return
+    if accuracy > float(self.best["accuracy"].numpy()):
+      self.best["accuracy"].assign(accuracy)
+      self.best["step"].assign(step)
+      if self.chief:
+        self.best_manager.save(checkpoint_number=step)
+    with self.writers["eval"].as_default():
+      tf.summary.scalar("Eval/selected_val_accuracy", float(self.best["accuracy"].numpy()),
+                        step=step)
+      tf.summary.scalar("Eval/selected_step", int(self.best["step"].numpy()), step=step)
+
+  def restore_selected(self):
+    """With select_on_val, restores the checkpoint the selection keeps; returns
+    {"step", "val_accuracy"} of it (None without select_on_val)."""
+    if not self.select_on_val:
+      return None
+    best = tf.train.latest_checkpoint(str(self.model_dir / "best"))
+    if not best:
+      raise ValueError(f"Runner.select_on_val: no meta-validation has run yet in "
+                       f"{self.model_dir} (the first is at meta-iteration {self.eval_every})")
+    self.checkpoint.restore(best).assert_existing_objects_matched()
+    logging.info("Meta-testing the checkpoint of meta-iteration %d, selected by its "
+                 "meta-validation accuracy %.4f (%s)", int(self.best["step"].numpy()),
+                 float(self.best["accuracy"].numpy()), best)
+    return {"step": int(self.best["step"].numpy()),
+            "val_accuracy": float(self.best["accuracy"].numpy()),
+            "val_tasks": self.eval_tasks}
 
   def _log_eval(self, split, num_tasks, step):
     """Evaluates, writes Eval/ summaries (and the learner's own); returns the results."""
@@ -296,6 +356,8 @@ class Runner:
       BatchNorm or not, seed, config_hash (of the operative gin config), protocol (the
       meta-test protocol in full) and method_results (the method's own section).
     """
+    trained, seconds = int(self.learner.step.numpy()), float(self.train_seconds.numpy())
+    selection = self.restore_selected()
     step = int(self.learner.step.numpy())
     began = time.perf_counter()
     evaluation = self._log_eval("test", self.test_tasks, step)
@@ -305,14 +367,16 @@ class Runner:
         "method": self.learner.method_name(), "dataset": self.dataset,
         "num_ways": spec.num_ways, "num_shots": spec.num_shots,
         "num_queries": spec.num_queries, "accuracy": evaluation["accuracy"],
-        "ci95": evaluation["ci95"], "num_tasks": self.test_tasks, "meta_iterations": step,
-        "tasks_seen": step * self.meta_batch_size * len(self.streams),
-        "train_seconds": float(self.train_seconds.numpy()),
+        "ci95": evaluation["ci95"], "num_tasks": self.test_tasks, "meta_iterations": trained,
+        "tasks_seen": trained * self.meta_batch_size * len(self.streams),
+        "train_seconds": seconds,
         "test_seconds": time.perf_counter() - began,
         "parameters": evaluation["parameters"],
         "transductive_batch_norm": self.learner.transductive, "seed": self.seed,
         "config_hash": hashlib.sha256(config.encode("utf-8")).hexdigest()[:16],
         "protocol": self.protocol(), "method_results": evaluation["method_results"]}
+    if selection:
+      results["selection"] = {"by": "meta-validation accuracy", **selection}
     if self.chief:
       (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
     return results
