@@ -13,6 +13,7 @@ from tf_metanas.meta import schedules  # pylint: disable=unused-import
 from tf_metanas.methods import metanas  # pylint: disable=unused-import
 from tf_metanas.methods import tnas  # pylint: disable=unused-import
 from tf_metanas.search import configurables  # pylint: disable=unused-import
+from tf_metanas.train import from_scratch  # pylint: disable=unused-import
 from tf_metanas.train import runner  # pylint: disable=unused-import
 
 EpisodeSpec = gin.external_configurable(episodes.EpisodeSpec, module="tf_metanas.data")

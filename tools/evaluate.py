@@ -2,6 +2,13 @@ r"""Meta-tests a trained model dir, possibly on other data or shots (same ways).
 
   python tools/evaluate.py --model_dir=runs/reptile_glyphs \
       --gin_param='test/EpisodeSpec.num_shots = 5' --gin_param='Runner.test_tasks = 1000'
+
+T-NAS and Auto-MAML runs: `--decoded=from_scratch` also retrains each distinct decoded
+genotype of the meta-test with first-order MAML (T-NAS Sec. 5.2.2; budget by FromScratch.*
+bindings) and meta-tests it on the tasks that decoded to it (model_dir/from_scratch.json):
+
+  python tools/evaluate.py --model_dir=runs/tnas_glyphs --decoded=from_scratch \
+      --gin_param='FromScratch.iterations = 500' --gin_param='Runner.test_tasks = 100'
 """
 
 import pathlib
@@ -12,11 +19,16 @@ from absl import logging
 
 from tf_metanas import configurables
 from tf_metanas.train import cli
+from tf_metanas.train import from_scratch
 from tf_metanas.train import runner as runner_lib
 
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run's config.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A trained run's model dir.", required=True)
 _RESULTS = flags.DEFINE_string("results_name", "evaluation.json", "File in model_dir to write.")
+_DECODED = flags.DEFINE_enum(
+    "decoded", "kept_weights", ["kept_weights", "from_scratch"],
+    "T-NAS / Auto-MAML: evaluate the decoded networks with the weights they keep, or also "
+    "retrained from scratch (FromScratch.* bindings set the budget).")
 
 
 def main(argv):
@@ -28,13 +40,18 @@ def main(argv):
     configurables.parse([str(config)], _GIN_PARAMS.value)
   except ValueError as e:
     raise app.UsageError(str(e))
-  with cli.strategy_from_flags().scope():
+  strategy = cli.strategy_from_flags()
+  with strategy.scope():
     runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
   if not runner.restore():
     raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
   results = runner.test(_RESULTS.value)
   for line in runner.summary_lines(results):
     logging.info("%s", line)
+  if _DECODED.value == "from_scratch":
+    with strategy.scope():
+      summary = from_scratch.evaluate(runner, results)
+    logging.info("%s", from_scratch.summary_line(summary))
 
 
 if __name__ == "__main__":

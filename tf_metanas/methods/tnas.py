@@ -220,6 +220,7 @@ class AutoMaml(Tnas):
     rule = rules.Sequential(((rules.Maml(first_order=True, routes=routes), ("arch",)),
                              (rules.Maml(first_order=weights_first_order, routes=routes),
                               ("weights",))))
+    kwargs.setdefault("algorithm", None)  # not T-NAS's (a Tnas.algorithm binding reaches here)
     super().__init__(model, **_with_defaults(
         kwargs, rule=rule,
         inner_groups=(inner_loop.ParamGroup("weights", optimizers.SGD(), 0.01),

@@ -113,6 +113,7 @@ class Runner:
     self.log_every = log_every
     self.seed, self.dataset = int(seed), dataset or ("custom" if splits else _dataset_name())
     splits = splits if splits is not None else load_splits()
+    self.splits = splits
     train_spec = train_spec or episodes_lib.EpisodeSpec()
     test_spec = test_spec or train_spec
     if test_spec.num_ways != train_spec.num_ways:
