@@ -106,6 +106,43 @@ def test_the_meta_gradient_is_the_query_gradient_at_the_adapted_parameters():
   _close(directions["arch"], g_a, rtol=2e-3, atol=1e-6)
 
 
+def test_the_alternating_second_order_form_is_maml_through_alternating_steps():
+  """Eq. 5-6: w steps on the support loss, then theta from the new w, differentiated through
+  both (a hand-built inner loop of nested tapes; finite differences are no reference here:
+  ReLU and max-pool gradients jump, so the adapted parameters are not smooth in theta)."""
+  model = _supernet()
+  learner = tnas.Tnas(model, joint=False, algorithm="maml",
+                      train_phases=(inner_loop.Phase(2, ("weights", "arch")),),
+                      inner_groups=(inner_loop.ParamGroup("weights", optimizers.SGD(), 0.1),
+                                    inner_loop.ParamGroup("arch", optimizers.SGD(), 3.0)))
+  task = _task(13, steps=2)
+  directions = learner.task_directions(_tensors(task))[0]
+  weights0 = [v.value for v in model.weight_variables]
+  arch0 = [v.value for v in model.arch_variables]
+  images, labels = task["support_images"], task["support_labels"]
+
+  def inner_grad(weights, arch, of_weights):
+    with tf.GradientTape() as tape:
+      tape.watch(weights if of_weights else arch)
+      loss = _loss(model, weights, arch, images, labels)
+    return tape.gradient(loss, weights if of_weights else arch)
+
+  with tf.GradientTape() as outer:
+    outer.watch(weights0 + arch0)
+    weights, arch = weights0, arch0
+    for _ in range(2):
+      weights = [w - 0.1 * g for w, g in zip(weights, inner_grad(weights, arch, True))]
+      arch = [a - 3.0 * g for a, g in zip(arch, inner_grad(weights, arch, False))]
+    query = _loss(model, weights, arch, task["query_images"], task["query_labels"])
+  want = outer.gradient(query, weights0 + arch0)
+  _close(directions["weights"], want[:len(weights0)], rtol=2e-3, atol=1e-6)
+  _close(directions["arch"], want[len(weights0):], rtol=2e-3, atol=1e-6)
+  first_order = tnas.Tnas(model, joint=False, algorithm="fomaml",
+                          train_phases=learner.train_phases, inner_groups=tuple(
+                              learner.inner_groups.values())).task_directions(_tensors(task))[0]
+  assert not np.allclose(first_order["arch"][0], directions["arch"][0], rtol=1e-2)
+
+
 def _adam(params, grads_per_step, lr, beta_1, beta_2, eps, weight_decay):
   """torch.optim.Adam with coupled L2 weight decay, by hand."""
   params = [np.asarray(p, np.float64) for p in params]
