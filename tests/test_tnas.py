@@ -308,6 +308,38 @@ def test_automaml_takes_the_architecture_step_before_the_weights_step():
              for g, s in zip(model.weight_variables, stale))
 
 
+def _automaml_step(strategy):
+  with strategy.scope():
+    model = _supernet()
+    learner = tnas.AutoMaml(model)
+  batch = {stream: {k: tf.constant(np.stack([_task(s)[k], _task(s + 1)[k]])) for k in _task(0)}
+           for stream, s in (("train", 20), ("arch", 30))}
+  learner.train_step(batch)
+  return [v.numpy() for v in model.weight_variables + model.arch_variables]
+
+
+def test_automaml_stages_and_weight_decay_are_the_same_on_two_replicas(mirrored):
+  one = _automaml_step(tf.distribute.get_strategy())
+  two = _automaml_step(mirrored)
+  _close(two, one, rtol=1e-4, atol=1e-5)
+
+
+def test_the_configs_build_the_papers_meta_optimizers(tmp_path):
+  splits = synthetic.prototype_splits(num_classes=(10, 6, 6), size=SIZE)
+  for config, arch_lr in (("tnas/glyphs_quick", 1e-3), ("automaml/glyphs_quick", 3e-4)):
+    gin.clear_config()
+    configurables.parse([f"gin_configs/experiments/{config}.gin"], ["CHANNELS = 4"])
+    learner = runner_lib.Runner(model_dir=tmp_path / config, splits=splits).learner
+    gin.clear_config()
+    arch, weights = learner.meta_optimizers["arch"], learner.meta_optimizers["weights"]
+    assert (arch.beta_1, arch.beta_2, arch.epsilon) == (0.5, 0.999, 1e-8)
+    assert float(arch.learning_rate) == pytest.approx(arch_lr)
+    assert learner.engine.meta_settings["arch"].weight_decay == 1e-3
+    assert (weights.beta_1, learner.engine.meta_settings["weights"].weight_decay) == (0.9, 0.0)
+    assert float(weights.learning_rate) == pytest.approx(1e-3)
+    assert learner.inner_groups["weights"].learning_rate == 0.01
+
+
 @pytest.mark.parametrize("by", ["image", "class"])
 def test_the_two_halves_of_the_split_are_disjoint(by):
   train = synthetic.prototype_splits(num_classes=(8, 4, 4), size=8)["train"]
@@ -368,13 +400,28 @@ def test_a_tiny_tnas_run_reports_decoded_genotypes(tiny_tnas_run):
   assert any("distinct genotypes" in line for line in runner.summary_lines(results))
 
 
-def test_from_scratch_predicts_without_query_labels(tiny_tnas_run):
-  runner, _ = tiny_tnas_run
-  sampler = runner.samplers["test"]
-  tasks = [(i, {k: sampler.episode(i)[k] for k in from_scratch.UNLABELED_KEYS}) for i in (0, 1)]
-  assert all("query_labels" not in task for _, task in tasks)
-  logits = from_scratch.predict_queries(runner.learner, tasks)
-  assert [l.shape for l in logits] == [(sampler.spec.query_size, sampler.spec.num_ways)] * 2
+class _Unlabeled:
+  """A test sampler whose episodes have no query labels: reading them fails."""
+
+  def __init__(self, sampler):
+    self.sampler, self.spec = sampler, sampler.spec
+
+  def episode(self, index):
+    episode = dict(self.sampler.episode(index))
+    del episode["query_labels"]
+    return episode
+
+
+def test_from_scratch_predicts_without_query_labels(tiny_tnas_run, monkeypatch):
+  runner, results = tiny_tnas_run
+  labeled = runner.samplers["test"]
+  monkeypatch.setitem(runner.samplers, "test", _Unlabeled(labeled))
+  settings = from_scratch.FromScratch(iterations=1, task_pool=0, eval_every=1, eval_tasks=2,
+                                      inner_steps=1, test_steps=2, meta_batch_size=2)
+  logits, per_genotype = from_scratch.predict_decoded(runner, results, settings)
+  assert sorted(logits) == [0, 1, 2, 3]
+  assert all(l.shape == (labeled.spec.query_size, labeled.spec.num_ways) for l in logits.values())
+  assert sum(len(g["tasks"]) for g in per_genotype) == 4
 
 
 def test_from_scratch_retrains_each_distinct_genotype_once(tiny_tnas_run):
@@ -384,9 +431,12 @@ def test_from_scratch_retrains_each_distinct_genotype_once(tiny_tnas_run):
   summary = from_scratch.evaluate(runner, results, settings)
   decoded = results["method_results"]["decoded_genotypes"]
   assert summary["distinct_genotypes"] == len(decoded) and summary["num_tasks"] == 4
-  assert len(list((runner.model_dir / "from_scratch").iterdir())) == len(decoded)
+  names = {from_scratch.directory_name(genotype_lib.Genotype.from_dict(d["genotype"]))
+           for d in decoded}
+  assert {p.name for p in (runner.model_dir / "from_scratch").iterdir()} == names
   for entry in summary["genotypes"]:  # the checkpoint each keeps was chosen on meta-val
-    assert entry["selection"]["step"] in (1, 2) and entry["selection"]["val_tasks"] == 2
+    assert entry["selection"]["val_tasks"] == 2
+    assert entry["protocol"]["phases"] == [{"steps": 2, "groups": ["weights"]}]
   saved = json.loads((runner.model_dir / "from_scratch.json").read_text())
   assert saved["accuracy"] == summary["accuracy"] and saved["budget"]["iterations"] == 2
 
@@ -395,7 +445,8 @@ def test_select_on_val_meta_tests_the_best_validated_checkpoint(tmp_path):
   gin.clear_config()
   configurables.parse(["gin_configs/experiments/automaml/glyphs_quick.gin",
                        "gin_configs/debug/tiny.gin"],
-                      ["Runner.num_iterations = 3", "Runner.test_tasks = 2",
+                      ["Runner.num_iterations = 3", "Runner.eval_every = 2",
+                       "Runner.test_tasks = 2",
                        "Runner.test_batch_size = 2"])
   splits = synthetic.prototype_splits(num_classes=(10, 6, 6), size=SIZE)
   runner = runner_lib.Runner(model_dir=tmp_path, splits=splits)
@@ -403,6 +454,22 @@ def test_select_on_val_meta_tests_the_best_validated_checkpoint(tmp_path):
   gin.clear_config()
   selection = results["selection"]
   assert results["method"] == "auto-maml" and results["meta_iterations"] == 3
-  assert selection["step"] in (1, 2, 3) and selection["val_tasks"] == 2
   assert results["method_results"]["distinct_genotypes"] == 1  # one architecture
-  assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith(f"-{selection['step']}")
+  validated = _scalars(tmp_path / "eval", "Eval/val_accuracy")
+  assert sorted(validated) == [2, 3]  # every eval_every, and the last meta-iteration
+  best = max(validated, key=lambda step: (validated[step], -step))  # the earliest of equals
+  assert selection["step"] == best and selection["val_accuracy"] == pytest.approx(validated[best])
+  assert int(runner.learner.step.numpy()) == best  # what was meta-tested
+  assert _scalars(tmp_path / "eval", "Eval/test_accuracy") == {best: pytest.approx(
+      results["accuracy"])}
+
+
+def _scalars(directory, tag):
+  """step -> value of a scalar tag in the TensorBoard event files of `directory`."""
+  values = {}
+  for path in directory.glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values

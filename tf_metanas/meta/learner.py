@@ -403,10 +403,8 @@ class MetaLearner:
 
   def first_order_now(self):
     """Whether the next meta-iteration uses first-order gradients (Reptile always; a Maml
-    rule by its regime)."""
-    if isinstance(self.rule, rules_lib.Maml):
-      return bool(self.plan().regime[0])
-    return isinstance(self.rule, rules_lib.Reptile)
+    rule by its regime; staged rules when every stage does)."""
+    return self.rule.first_order_at(self, int(self.step.numpy()))
 
   def multi_step_loss_now(self):
     """Whether the next meta-iteration uses the MAML++ multi-step loss."""

@@ -73,6 +73,11 @@ class UpdateRule:
     """The groups this rule gives directions for (before warm-up freezes any)."""
     return tuple(learner.meta_groups)
 
+  def first_order_at(self, learner, step):
+    """Whether its meta-gradients at meta-step `step` ignore second derivatives."""
+    del learner, step
+    return False
+
   def stages(self, learner, plan, groups):
     """[(rule, plan, groups)] the engine runs in order within one meta-iteration, each
     stage's meta-update applied before the next stage adapts: one stage here."""
@@ -146,6 +151,9 @@ class Maml(UpdateRule):
     self.multi_step_loss_iterations = int(multi_step_loss_iterations)
     self.gradient_clip = gradient_clip
 
+  def first_order_at(self, learner, step):
+    return bool(self.regime(learner, step)[0])
+
   def regime(self, learner, step):
     """(first order, multi-step loss) at meta-step `step`."""
     del learner
@@ -209,6 +217,10 @@ class Reptile(UpdateRule):
 
   def groups(self, learner):
     return tuple(learner.inner_groups)
+
+  def first_order_at(self, learner, step):
+    del learner, step
+    return True
 
   def __init__(self, routes=None, unroll=False):
     """`unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
@@ -281,6 +293,14 @@ class Sequential(UpdateRule):
   def stream_of(self, learner, group):
     return self.parts[self._owner(learner, group)][0].stream_of(learner, group)
 
+  @property
+  def first_order(self):
+    """Whether every stage is first order (its algorithm's name: "fomaml")."""
+    return all(getattr(rule, "first_order", False) for rule, _ in self.parts)
+
+  def first_order_at(self, learner, step):
+    return all(rule.first_order_at(learner, step) for rule, _ in self.parts)
+
   def regime(self, learner, step):
     return tuple(rule.regime(learner, step) for rule, _ in self.parts)
 
@@ -292,8 +312,9 @@ class Sequential(UpdateRule):
             for index, rule, mine in self._split(learner, groups)]
 
   def task_directions(self, learner, tasks, groups, plan, state, task_index):
-    """Every stage's directions from the same meta-parameters (the engine applies each
-    stage before the next; this is the directions of the first stage's starting point)."""
+    """Every stage's directions from the same meta-parameters, as `learner.task_directions`
+    reports them. The engine instead applies each stage before the next one adapts, so a
+    meta-iteration's later stages start from the updated groups."""
     directions, metrics, auxiliary = {}, {}, {}
     for rule, stage_plan, mine in self.stages(learner, plan, groups):
       d, m, a, state = rule.task_directions(learner, tasks, mine, stage_plan, state, task_index)

@@ -216,6 +216,9 @@ class AutoMaml(Tnas):
   """
 
   def __init__(self, model, arch_stream="arch", weights_first_order=True, **kwargs):
+    if arch_stream == "train":
+      raise ValueError("AutoMaml.arch_stream must be a stream of its own (the other half of "
+                       "the split), not the weights' 'train' stream")
     routes = {"arch": arch_stream}
     rule = rules.Sequential(((rules.Maml(first_order=True, routes=routes), ("arch",)),
                              (rules.Maml(first_order=weights_first_order, routes=routes),

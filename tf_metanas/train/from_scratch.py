@@ -14,6 +14,7 @@ query set.
 """
 
 import dataclasses
+import hashlib
 import json
 
 import gin
@@ -86,13 +87,20 @@ def predict_queries(learner, tasks, inner_batch_size=None):
   return out
 
 
-def retrain(runner, genotype, settings, name):
-  """Meta-trains `genotype` from scratch in model_dir/from_scratch/<name> (resumable) and
-  returns its Runner with the checkpoint selected on meta-validation restored and the
-  selection ({"step", "val_accuracy", "val_tasks"})."""
-  train_spec = runner.streams[sorted(runner.streams)[0]].spec
+def directory_name(genotype):
+  """The retraining directory of `genotype`: a hash of its JSON, so a rerun with other
+  test tasks finds (and resumes) each genotype's own retraining."""
+  return "genotype_" + hashlib.sha256(genotype.to_json().encode("utf-8")).hexdigest()[:16]
+
+
+def retrain(runner, genotype, settings):
+  """Meta-trains `genotype` from scratch in model_dir/from_scratch/<directory_name>
+  (resumable) and returns its Runner with the checkpoint selected on meta-validation
+  restored and the selection ({"step", "val_accuracy", "val_tasks"})."""
+  stream = "train" if "train" in runner.streams else sorted(runner.streams)[0]
+  train_spec = runner.streams[stream].spec
   retrainer = runner_lib.Runner(
-      model_dir=runner.model_dir / "from_scratch" / name,
+      model_dir=runner.model_dir / "from_scratch" / directory_name(genotype),
       network=lambda num_classes: network_for(runner.model, genotype, num_classes),
       learner=lambda model, seed: learner_for(settings, model, seed),
       train_spec=train_spec, test_spec=runner.samplers["test"].spec,
@@ -105,39 +113,50 @@ def retrain(runner, genotype, settings, name):
   return retrainer, retrainer.restore_selected()
 
 
-def evaluate(runner, results, settings=None):
-  """Retrains each distinct decoded genotype of `results` (a T-NAS / Auto-MAML meta-test's,
-  its "decoded_genotypes") once and meta-tests it on the test tasks that decoded to it;
-  writes and returns model_dir/from_scratch.json."""
-  settings = settings or FromScratch()
+def predict_decoded(runner, results, settings):
+  """Retrains each distinct decoded genotype of `results` (a T-NAS / Auto-MAML meta-test's
+  "decoded_genotypes") once and predicts the queries of the test tasks that decoded to it,
+  from episodes stripped to UNLABELED_KEYS. Returns ({task index: query logits}, one entry
+  per genotype with its selection and retraining protocol)."""
   decoded = results["method_results"].get("decoded_genotypes")
   if not decoded:
     raise ValueError(f"{runner.model_dir}: the results hold no decoded genotypes; "
                      f"--decoded=from_scratch evaluates T-NAS and Auto-MAML runs")
-  spec, sampler = runner.samplers["test"].spec, runner.samplers["test"]
+  sampler = runner.samplers["test"]
   logits, per_genotype = {}, []
   for number, entry in enumerate(decoded):
     genotype = genotype_lib.Genotype.from_dict(entry["genotype"])
     logging.info("from scratch: genotype %d of %d (%d test tasks): %s", number + 1,
                  len(decoded), len(entry["tasks"]), genotype.summary())
-    retrainer, selection = retrain(runner, genotype, settings, f"genotype_{number}")
+    retrainer, selection = retrain(runner, genotype, settings)
     tasks = [(i, {k: sampler.episode(i)[k] for k in UNLABELED_KEYS}) for i in entry["tasks"]]
     logits.update(zip(entry["tasks"], predict_queries(retrainer.learner, tasks,
-                                                      spec.inner_batch_size)))
+                                                      sampler.spec.inner_batch_size)))
     per_genotype.append({"genotype": entry["genotype"], "tasks": entry["tasks"],
-                         "parameters": retrainer.parameter_count, "selection": selection})
-  # Only now, with every prediction made, the queries' labels.
+                         "parameters": retrainer.parameter_count, "selection": selection,
+                         "protocol": dict(retrainer.protocol(), num_tasks=len(tasks))})
+  return logits, per_genotype
+
+
+def evaluate(runner, results, settings=None):
+  """`predict_decoded`, then (only then) the queries' labels: writes and returns
+  model_dir/from_scratch.json."""
+  settings = settings or FromScratch()
+  logits, per_genotype = predict_decoded(runner, results, settings)
+  sampler = runner.samplers["test"]
+  spec = sampler.spec
   accuracies = [float(np.mean(np.argmax(logits[i], -1) == sampler.episode(i)["query_labels"]))
                 for i in sorted(logits)]
   mean, ci = runner_lib.confidence_interval(accuracies)
+  protocol = dict(per_genotype[0]["protocol"], num_tasks=len(accuracies))
   summary = {
       "method": results["method"], "evaluation": "decoded genotypes retrained from scratch",
       "dataset": results["dataset"], "num_ways": spec.num_ways, "num_shots": spec.num_shots,
       "num_queries": spec.num_queries, "accuracy": mean, "ci95": ci,
-      "num_tasks": len(accuracies), "distinct_genotypes": len(decoded),
+      "num_tasks": len(accuracies), "distinct_genotypes": len(per_genotype),
       "parameters": float(np.mean([g["parameters"] for g in per_genotype
                                    for _ in g["tasks"]])),
-      "budget": dataclasses.asdict(settings), "protocol": runner.protocol(),
+      "budget": dataclasses.asdict(settings), "protocol": protocol,
       "task_accuracies": accuracies, "genotypes": per_genotype}
   if runner.chief:
     (runner.model_dir / "from_scratch.json").write_text(json.dumps(summary, indent=2))

@@ -97,8 +97,9 @@ class Runner:
       it); the learner's update rule says which it reads.
     dataset: the dataset's name in results.json (default: `load_splits`'s).
     select_on_val: meta-test the checkpoint of the best meta-validation accuracy (kept in
-      model_dir/best) instead of the last one: Auto-MAML's choice of its architecture, the
-      checkpoint selection of a from-scratch retraining. Needs eval_every > 0.
+      model_dir/best; the last meta-iteration is always validated) instead of the last
+      one: Auto-MAML's choice of its architecture, the checkpoint selection of a
+      from-scratch retraining. Needs eval_every > 0.
   """
 
   def __init__(self, model_dir, network, learner, train_spec=None, test_spec=None,
@@ -228,13 +229,16 @@ class Runner:
       self.best["accuracy"].assign(reader.get_tensor(key.format("best_val_accuracy")))
 
   def save(self, step):
-    """Checkpoints meta-training state into model_dir (chief) or a scratch directory that
-    is deleted again (other workers: every worker saves, as tf.distribute expects)."""
-    if self.chief:
-      self.learner.at_checkpoint(step)
-      self.manager.save(checkpoint_number=step)
-      return
+    """Checkpoints meta-training state into model_dir."""
+    self._save(self.manager, step)
+
+  def _save(self, manager, step):
+    """Checkpoints into `manager`'s directory (chief) or a scratch directory that is deleted
+    again (other workers: every worker saves, as tf.distribute expects)."""
     self.learner.at_checkpoint(step)
+    if self.chief:
+      manager.save(checkpoint_number=step)
+      return
     scratch = self.model_dir / f"worker_{distribute.task_id(self.strategy)}_scratch"
     self.checkpoint.write(str(scratch / "ckpt"))
     shutil.rmtree(scratch, ignore_errors=True)
@@ -277,7 +281,8 @@ class Runner:
         logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f  %.2f it/s  ETA %.0f s",
                      step, self.num_iterations, float(metrics["query_accuracy"]),
                      float(metrics["query_loss"]), rate, (self.num_iterations - step) / rate)
-      if self.eval_every and step % self.eval_every == 0:
+      last_selection = self.select_on_val and step == self.num_iterations
+      if self.eval_every and (step % self.eval_every == 0 or last_selection):
         self._select(self._log_eval("val", self.eval_tasks, step)["accuracy"], step)
       if step % self.checkpoint_every == 0 or step == self.num_iterations:
         self.save(step)
@@ -290,8 +295,7 @@ class Runner:
     if accuracy > float(self.best["accuracy"].numpy()):
       self.best["accuracy"].assign(accuracy)
       self.best["step"].assign(step)
-      if self.chief:
-        self.best_manager.save(checkpoint_number=step)
+      self._save(self.best_manager, step)
     with self.writers["eval"].as_default():
       tf.summary.scalar("Eval/selected_val_accuracy", float(self.best["accuracy"].numpy()),
                         step=step)
