@@ -223,7 +223,7 @@ def test_every_gin_file_parses(path):
 RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "accuracy", "ci95",
                "num_tasks", "meta_iterations", "tasks_seen", "train_seconds", "test_seconds",
                "parameters", "transductive_batch_norm", "seed", "config_hash", "protocol",
-               "method_results")
+               "method_results", "selection")
 
 
 @pytest.mark.slow
@@ -231,7 +231,8 @@ RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "acc
 def test_every_experiment_runs_tiny(path, tmp_path):
   _parse(path)
   shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
-  params = [f"load_splits.synthetic_image_shape = {shape}"]
+  # 50 images per class: Auto-MAML's by-image halves hold 10 shots + 15 queries
+  params = [f"load_splits.synthetic_image_shape = {shape}", "load_splits.synthetic_per_class = 50"]
   if "GENOTYPE" in path.read_text():  # METANAS scale-up: the genotype of an earlier run
     genotype = tmp_path / "genotype.json"
     genotype.write_text(search.AUTOMETA_GENOTYPE.to_json())

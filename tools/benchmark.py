@@ -8,6 +8,9 @@ over 1..N mirrored replicas (each setting measured in its own process).
   python tools/benchmark.py                     # METANAS supernet, Omniglot 20-way
   python tools/benchmark.py --jit_compile       # the same under XLA
   python tools/benchmark.py --channels=16 --num_nodes=4 --op_set=DARTS --input_k=0
+  python tools/benchmark.py --channels=16 --num_cells=2 --reduction_cells=1 --num_nodes=4 \
+      --op_set=DARTS --input_k=0 --stem=pooled --channel_doubling --image_shape=84,84,3 \
+      --num_classes=5 --batch=80 --per_op   # the T-NAS supernet on a mini-ImageNet task
   python tools/benchmark.py --gin_file=gin_configs/experiments/metanas/omniglot_20w1s.gin \
       --gin_param=Metanas.warmup_iterations=0 --iterations=3 --replicas=1,2 --xla=both \
       --append_to=BENCHMARKS.md
@@ -47,6 +50,8 @@ _REDUCTIONS = flags.DEFINE_list("reduction_cells", ["1", "3"], "0-based reductio
 _NODES = flags.DEFINE_integer("num_nodes", 3, "Intermediate nodes per cell.")
 _OP_SET = flags.DEFINE_string("op_set", "S1", "Op set.")
 _INPUT_K = flags.DEFINE_integer("input_k", 2, "Inputs per combination (0: summed inputs).")
+_STEM = flags.DEFINE_enum("stem", "conv", ["conv", "pooled"], "Stem (pooled: T-NAS's).")
+_DOUBLING = flags.DEFINE_bool("channel_doubling", False, "Double C at reductions (DARTS).")
 _ITERATIONS = flags.DEFINE_integer("iterations", 30, "Timed iterations.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "Compile the step with XLA.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Size n of the n x n reference matmul.")
@@ -289,7 +294,8 @@ def main(argv):
   network = SearchNetwork(num_classes=_WAYS.value, channels=_CHANNELS.value,
                           num_cells=_CELLS.value,
                           reduction_cells=tuple(int(r) for r in _REDUCTIONS.value),
-                          num_nodes=_NODES.value, op_set=_OP_SET.value, input_k=_INPUT_K.value)
+                          num_nodes=_NODES.value, op_set=_OP_SET.value, input_k=_INPUT_K.value,
+                          stem=_STEM.value, channel_doubling=_DOUBLING.value)
   network.build((None,) + shape)
   rng = np.random.default_rng(0)
   images = tf.constant(rng.uniform(size=(_BATCH.value,) + shape).astype("float32"))
@@ -297,7 +303,8 @@ def main(argv):
   result = network_benchmark(network, images, labels, _ITERATIONS.value, _JIT.value)
   result["matmul_gflops_per_s"] = matmul_gflops(_MATMUL.value, _ITERATIONS.value)
   if _PER_OP.value:
-    result["per_op_ms"] = op_benchmark(network.op_names, (_BATCH.value,) + shape[:2] +
+    cells_hw = shape[:2] if _STEM.value == "conv" else tuple(-(-s // 4) for s in shape[:2])
+    result["per_op_ms"] = op_benchmark(network.op_names, (_BATCH.value,) + cells_hw +
                                        (_CHANNELS.value,), _ITERATIONS.value)
     logging.info("per op (forward+backward, ms): %s", result["per_op_ms"])
   result["parameters"] = int(sum(np.prod(v.shape) for v in network.weight_variables))

@@ -44,16 +44,17 @@ def confidence_interval(accuracies):
 
 
 @gin.configurable(module="tf_metanas.train")
-def load_splits(name="glyphs", synthetic_image_shape=None, **kwargs):
+def load_splits(name="glyphs", synthetic_image_shape=None, synthetic_per_class=20, **kwargs):
   """The dataset's meta-train/val/test stores (gin-bindable `load_dataset` arguments).
 
   With `synthetic_image_shape` (H, W, C), a small class-structured prototype dataset of
-  that shape stands in for the real one (smoke tests of a configuration).
+  that shape, `synthetic_per_class` images per class, stands in for the real one (smoke
+  tests of a configuration).
   """
   if synthetic_image_shape:
     h, _, c = synthetic_image_shape
-    return synthetic.prototype_splits(num_classes=(30, 25, 25), per_class=20, size=h,
-                                      channels=c)
+    return synthetic.prototype_splits(num_classes=(30, 25, 25), per_class=synthetic_per_class,
+                                      size=h, channels=c)
   return registry.load_dataset(name, **kwargs)
 
 
@@ -359,7 +360,8 @@ class Runner:
       train_seconds and test_seconds (wall-clock), parameters (the mean over tasks of the
       parameters each task predicts with: task-specific for METANAS), transductive
       BatchNorm or not, seed, config_hash (of the operative gin config), protocol (the
-      meta-test protocol in full) and method_results (the method's own section).
+      meta-test protocol in full), method_results (the method's own section) and selection
+      (the checkpoint meta-tested: the last, or the best on meta-validation).
     """
     trained, seconds = int(self.learner.step.numpy()), float(self.train_seconds.numpy())
     selection = self.restore_selected()
@@ -380,8 +382,8 @@ class Runner:
         "transductive_batch_norm": self.learner.transductive, "seed": self.seed,
         "config_hash": hashlib.sha256(config.encode("utf-8")).hexdigest()[:16],
         "protocol": self.protocol(), "method_results": evaluation["method_results"]}
-    if selection:
-      results["selection"] = {"by": "meta-validation accuracy", **selection}
+    results["selection"] = ({"by": "meta-validation accuracy", **selection} if selection
+                            else {"by": "last checkpoint", "step": trained})
     if self.chief:
       (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
     return results
