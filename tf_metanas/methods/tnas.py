@@ -151,9 +151,10 @@ class Tnas(learner_lib.MetaLearner):
     tasks_of = collections.defaultdict(list)
     for index, genotype in enumerate(genotypes):
       tasks_of[genotype].append(index)
-    common = sorted(((g, len(t), self.model.count_params_of(g)) for g, t in tasks_of.items()),
+    parameters = {g: self.model.count_params_of(g) for g in tasks_of}  # once per genotype
+    common = sorted(((g, len(t), parameters[g]) for g, t in tasks_of.items()),
                     key=lambda row: -row[1])
-    counts = [self.model.count_params_of(g) for g in genotypes]
+    counts = [parameters[g] for g in genotypes]
     meta_arch = [v.value for v in self.model.arch_variables]
     task_archs = [[a[i] for a in outputs["arch"]]
                   for i in range(min(self.report_tasks, len(genotypes)))]
