@@ -13,7 +13,9 @@ The engine owns what every method shares:
   - applying the meta-updates of the groups the iteration touches (with each group's
     MetaOptimizer settings: betas, coupled L2 weight decay): a group the iteration
     does not touch (frozen in warm-up) is not applied, so its value and its optimizer's
-    slots stay exactly as they were;
+    slots stay exactly as they were; likewise the variables the structure has dropped
+    (`MetaLearner.frozen_entries`: a CAML edge's dropped ops), and entries it froze
+    within a variable (a consolidated edge's architecture logits) keep their values;
   - auxiliary state (per-step BatchNorm statistics): the mean over tasks is assigned;
   - one compiled function per trace key (`MetaLearner.plan()`: the rule's regime, warm-up,
     the architecture's structure), traced once and reused while the key holds.
@@ -37,18 +39,19 @@ class Engine:
     rates: group name -> float or schedule (read at the meta-step) of every meta group.
     meta_optimizer: "adam", "sgd", a MetaOptimizer, or a dict group -> either (see
       `optimizers.meta_optimizer_of`).
-    sgd_only: use SGD whatever `meta_optimizer` says (rules whose step is exact: Reptile).
+    sgd_only: the groups that use SGD whatever `meta_optimizer` says (those whose rule's
+      step is exact: Reptile).
     jit_compile: compile what a replica computes for its tasks with XLA.
   """
 
-  def __init__(self, learner, rates, meta_optimizer="adam", sgd_only=False, jit_compile=False):
+  def __init__(self, learner, rates, meta_optimizer="adam", sgd_only=(), jit_compile=False):
     self.learner, self.jit_compile = learner, bool(jit_compile)
     self.strategy = tf.distribute.get_strategy()
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
     self.meta_optimizers, self.meta_settings = {}, {}
     for name, variables in learner.meta_groups.items():
       settings = optimizers.meta_optimizer_of(meta_optimizer, name)
-      if sgd_only:
+      if name in sgd_only:
         settings = dataclasses.replace(settings, kind="sgd")
       optimizer = settings.build(self._rate(rates[name]))
       optimizer.build(variables)
@@ -96,12 +99,16 @@ class Engine:
       # updated (Auto-MAML: the architecture step, then the weights step).
       for rule, stage_plan, groups in self.learner.rule.stages(
           self.learner, plan, self.learner.touched_groups(plan)):
+        frozen = self._partly_frozen(groups)
+        before = [variable.read_value() for variable, _ in frozen]
         shares = self.strategy.run(
             lambda b, r=rule, p=stage_plan, g=groups: self._replica_step(b, r, p, g, num_tasks),
             args=(batches,))
         stage_metrics, auxiliary = tf.nest.map_structure(
             lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
         metrics.update(stage_metrics)
+        for (variable, mask), value in zip(frozen, before):
+          variable.assign(tf.where(mask, value, variable.read_value()))
         for name, means in auxiliary.items():
           for variable, mean in zip(self.learner.auxiliary_variables[name], means):
             variable.assign(mean)
@@ -127,8 +134,20 @@ class Engine:
       variables = learner.meta_groups[name]
       gradients = rule.meta_gradients(learner, name, [share(d) for d in directions[name]])
       gradients = self.meta_settings[name].gradients(gradients, variables, replica_share)
-      self.meta_optimizers[name].apply_gradients(zip(gradients, variables))
+      updated = [(g, v) for g, v, mask in zip(gradients, variables, learner.frozen_entries(name))
+                 if mask is None or not mask.all()]
+      self.meta_optimizers[name].apply_gradients(updated)
     return tf.nest.map_structure(share, (metrics, auxiliary))
+
+  def _partly_frozen(self, groups):
+    """[(variable, mask)] of the variables of `groups` of which the structure froze some
+    entries (mask True) but not all: the optimizer updates them whole, and the engine puts
+    the frozen entries back (their optimizer slots move, but are never read again)."""
+    return [(variable, tf.constant(mask))
+            for name in groups
+            for variable, mask in zip(self.learner.meta_groups[name],
+                                      self.learner.frozen_entries(name))
+            if mask is not None and mask.any() and not mask.all()]
 
   def _zeros(self, rule, groups):
     learner = self.learner

@@ -276,8 +276,9 @@ class MetaLearner:
     self._frozen = {name: {i for i, v in enumerate(self.variables[name]) if id(v) in frozen_ids}
                     for name in self.inner_groups}
     self.query_batches = query_batches
-    self.engine = engine_lib.Engine(self, rates, meta_optimizer, sgd_only=reptile,
-                                    jit_compile=jit_compile)
+    self.engine = engine_lib.Engine(
+        self, rates, meta_optimizer, jit_compile=jit_compile,
+        sgd_only=tuple(g for g in self.meta_groups if rule.exact_step(self, g)))
     self.inner_state = self._state_variables() if carry_inner_state else {}
     self._adapt_fns, self._eval_fns = {}, {}
 
@@ -368,9 +369,10 @@ class MetaLearner:
     return inner_loop.Protocol(tuple(phases), meta_training,
                                meta_training or self.meta_test_regularization)
 
-  def training_protocol(self, warmup=False):
-    """The meta-training protocol; during warm-up without the frozen groups' steps."""
-    phases = self.train_phases
+  def training_protocol(self, warmup=False, phases=None):
+    """The meta-training protocol of `phases` (default: the train phases); during warm-up
+    without the frozen groups' steps."""
+    phases = self.train_phases if phases is None else tuple(phases)
     if warmup:
       phases = tuple(dataclasses.replace(p, groups=tuple(g for g in p.groups
                                                          if g not in self.warmup_frozen))
@@ -394,6 +396,13 @@ class MetaLearner:
   def structure_key(self):
     """The architecture's structural state, for the trace key (none here)."""
     return ()
+
+  def frozen_entries(self, group):
+    """Per variable of meta group `group`: None, or numpy bools of the entries the
+    structure has frozen (all True: the variable is dropped, neither meta-updated nor its
+    optimizer slots moved; some: those entries keep their values). Static for a structure
+    (part of the trace key). Nothing is frozen here."""
+    return [None] * len(self.meta_groups[group])
 
   def plan(self):
     """The IterationPlan (trace key) of the next meta-iteration."""
@@ -551,7 +560,7 @@ class MetaLearner:
       tasks = {stream: tasks for stream in self.streams()}
     rule = self.rule
     if unroll and isinstance(rule, rules_lib.Reptile):
-      rule = rules_lib.Reptile(rule.routes, unroll=True)
+      rule = rules_lib.Reptile(rule.routes, unroll=True, phases=rule.phases)
     plan = plan or self.plan()
     return rule.task_directions(self, tasks, self.touched_groups(plan), plan, state, task_index)
 

@@ -52,10 +52,23 @@ class UpdateRule:
   Args:
     routes: group name -> stream its direction comes from (groups not named: "train";
       learner-owned groups such as "inner_lr_weights" follow their base group).
+    phases: the inner-loop phases of this rule's adaptations in meta-training (default:
+      the learner's train phases); e.g. a CAML stage adapting the architecture alone.
   """
 
-  def __init__(self, routes=None):
+  def __init__(self, routes=None, phases=None):
     self.routes = dict(routes or {})
+    self.phases = None if phases is None else tuple(phases)
+
+  def protocol(self, learner, plan):
+    """The meta-training protocol of this rule's adaptations under `plan`."""
+    return learner.training_protocol(plan.warmup, self.phases)
+
+  def exact_step(self, learner, group):
+    """Whether `group`'s meta-update is an exact step (Reptile: SGD whatever the meta
+    optimizer settings say)."""
+    del learner, group
+    return False
 
   def stream_of(self, learner, group):
     return self.routes.get(group, self.routes.get(learner.base_group(group), "train"))
@@ -140,12 +153,12 @@ class Maml(UpdateRule):
     gradient_clip: clip each entry of a group's mean meta-gradient to [-c, c] (the
       official MAML code on mini-ImageNet and MAML++: 10), except learnable inner learning
       rates (groups "inner_lr_*"), which MAML++ does not clamp; None: no clipping.
-    routes: group -> stream (see UpdateRule).
+    routes, phases: see UpdateRule.
   """
 
   def __init__(self, first_order=False, first_order_iterations=0, multi_step_loss_iterations=0,
-               gradient_clip=None, routes=None):
-    super().__init__(routes)
+               gradient_clip=None, routes=None, phases=None):
+    super().__init__(routes, phases)
     self.first_order = bool(first_order)
     self.first_order_iterations = int(first_order_iterations)
     self.multi_step_loss_iterations = int(multi_step_loss_iterations)
@@ -165,7 +178,7 @@ class Maml(UpdateRule):
 
   def task_directions(self, learner, tasks, groups, plan, state, task_index):
     first_order, multi_step = plan.regime
-    protocol = learner.training_protocol(plan.warmup)
+    protocol = self.protocol(learner, plan)
     return self._per_stream(
         learner, tasks, groups, state, task_index,
         lambda task, mine, state, stream, index: self._one(
@@ -222,14 +235,18 @@ class Reptile(UpdateRule):
     del learner, step
     return True
 
-  def __init__(self, routes=None, unroll=False):
+  def __init__(self, routes=None, unroll=False, phases=None):
     """`unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
     operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
-    super().__init__(routes)
+    super().__init__(routes, phases)
     self.unroll = bool(unroll)
 
+  def exact_step(self, learner, group):
+    del learner, group
+    return True
+
   def task_directions(self, learner, tasks, groups, plan, state, task_index):
-    protocol = learner.training_protocol(plan.warmup)
+    protocol = self.protocol(learner, plan)
     return self._per_stream(
         learner, tasks, groups, state, task_index,
         lambda task, mine, state, stream, index: self._one(
@@ -330,6 +347,10 @@ class Sequential(UpdateRule):
   def meta_gradients(self, learner, group, mean_directions):
     return self.parts[self._owner(learner, group)][0].meta_gradients(
         learner, group, mean_directions)
+
+  def exact_step(self, learner, group):
+    owner = self._owner(learner, group)
+    return owner is not None and self.parts[owner][0].exact_step(learner, group)
 
 
 def from_algorithm(algorithm, first_order_iterations=0, multi_step_loss_iterations=0,

@@ -60,8 +60,10 @@ class MixedOp(layers.Layer):
     x: [B, H, W, channels].
     weights: [num_ops] normalized op weights (already multiplied by the edge's
       input-combination weight). When the weights are known at trace time (eager, numpy,
-      constants), ops whose weight is exactly zero are not computed; if all are zero the
-      call returns None.
+      constants), ops whose weight is exactly zero are not computed. The "none" op (zeros)
+      is never computed: its term w * 0 adds nothing to the output or to any gradient
+      (the softmax normalization that gives it weight is computed all the same). If no op
+      is computed, the call returns None (the cell reads it as zeros).
     training: BatchNorm mode.
     drop_path: DropPath on or off (default: `training`).
     op_mask: optional [num_ops] bools known at trace time (numpy): ops whose entry is False
@@ -95,7 +97,8 @@ class MixedOp(layers.Layer):
     total, weights = None, tf.unstack(weights)
     drop = training if drop_path is None else drop_path
     for i, (name, op) in enumerate(zip(self.op_names, self.candidates)):
-      if (known is not None and known[i] == 0) or (op_mask is not None and not op_mask[i]):
+      if ((known is not None and known[i] == 0) or (op_mask is not None and not op_mask[i])
+          or name == "none"):  # w * 0 adds nothing to the output or to any gradient
         continue
       out = self._apply(name, op, x, training, cache)
       if not isinstance(op, ops_lib.Identity):
