@@ -1,9 +1,9 @@
 """Structure: the discrete, checkpointed state of a supernet's architecture.
 
 Which candidate ops each edge may still use, per cell type: a [num_edges, num_ops] mask.
-Methods change it between meta-iterations (CAML consolidation fixes an edge to one op;
-a method may remove an op for good); the mixture reads it, so removed ops get weight 0
-and are not computed. The mask is part of a meta-learner's trace key: each distinct
+Methods change it between meta-iterations (CAML consolidation fixes an edge to one op and
+drops edges; a method may remove an op for good); the mixture reads it, so removed ops
+get weight 0 and are not computed, and a dropped edge (no op left) is absent. The mask is part of a meta-learner's trace key: each distinct
 structure compiles its own graph, which no longer contains the removed ops.
 
 The masks are tf.Variables in the learner's checkpoint, so a run resumed between two
@@ -66,6 +66,22 @@ class Structure:
     mask[edge] = False
     mask[edge, self._op_index(op)] = True
     self.masks[cell].assign(mask)
+
+  def drop(self, cell, edge):
+    """Drops `edge` of cell type `cell` for good: none of its ops is computed (CAML's
+    in-degree rule; the edge is absent from the cell, as a "none" edge)."""
+    mask = self.op_masks()[cell]
+    mask[edge] = False
+    self.masks[cell].assign(mask)
+
+  def free_edges(self, cell):
+    """Edge indices of cell type `cell` that still mix several ops."""
+    return [int(e) for e, row in enumerate(self.op_masks()[cell]) if row.sum() > 1]
+
+  def dropped_edges(self):
+    """cell type -> sorted edge indices with no op left (dropped)."""
+    return {cell: [int(e) for e, row in enumerate(mask) if not row.any()]
+            for cell, mask in self.op_masks().items()}
 
   def fixed_edges(self):
     """cell type -> {edge: op name} of the edges left with a single op."""

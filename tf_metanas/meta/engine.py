@@ -100,7 +100,7 @@ class Engine:
       for rule, stage_plan, groups in self.learner.rule.stages(
           self.learner, plan, self.learner.touched_groups(plan)):
         frozen = self._partly_frozen(groups)
-        before = [variable.read_value() for variable, _ in frozen]
+        before = [tf.identity(variable.value) for variable, _ in frozen]
         shares = self.strategy.run(
             lambda b, r=rule, p=stage_plan, g=groups: self._replica_step(b, r, p, g, num_tasks),
             args=(batches,))
@@ -108,7 +108,7 @@ class Engine:
             lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), shares)
         metrics.update(stage_metrics)
         for (variable, mask), value in zip(frozen, before):
-          variable.assign(tf.where(mask, value, variable.read_value()))
+          variable.assign(tf.where(mask, value, variable.value))
         for name, means in auxiliary.items():
           for variable, mean in zip(self.learner.auxiliary_variables[name], means):
             variable.assign(mean)

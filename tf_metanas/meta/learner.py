@@ -58,16 +58,17 @@ def _batch_norm_affine(model):
   return [w for layer in norms for w in (layer.gamma, layer.beta) if w is not None]
 
 
-def default_forward(model, params, images, context):
+def default_forward(model, params, images, context, **call_options):
   """Logits of `model` with the group tensors in `params` (weights, arch and any other
   group of the model's `parameter_groups()`) standing in for their variables.
 
   Training-only regularization (DropPath) is on during the inner steps of protocols that
   regularize, never on the query pass, with draws from the context's stateless seed;
-  BatchNorm keeps batch statistics (transductive).
+  BatchNorm keeps batch statistics (transductive). `call_options` go to the model's call
+  (a learner's `call_options()`, e.g. a structure's op masks).
   """
   return model.functional_call(None, images, training=True, regularize=context.regularize,
-                               seed=context.draw_seed(), groups=params)
+                               seed=context.draw_seed(), groups=params, **call_options)
 
 
 def _check_rule(rule, algorithm, first_order_iterations, multi_step_loss_iterations, clip):
@@ -259,6 +260,8 @@ class MetaLearner:
           for i, v in enumerate(model.non_trainable_variables)]
     if per_step_bn_statistics or per_step_bn_weights:
       self.forward = self._forward_with_step_statistics
+    elif forward is default_forward:
+      self.forward = lambda m, p, i, c: default_forward(m, p, i, c, **self.call_options())
     rates = dict(meta_learning_rates or {name: 1e-3 for name in self.inner_groups})
     if not set(self.inner_groups) <= set(rates) <= set(self.meta_groups):
       raise ValueError(f"meta_learning_rates names groups {sorted(rates)} but the inner "
@@ -397,6 +400,11 @@ class MetaLearner:
     """The architecture's structural state, for the trace key (none here)."""
     return ()
 
+  def call_options(self):
+    """Keyword arguments of the model's call in the default forwards, read at trace time
+    (e.g. a structure's op masks; none here)."""
+    return {}
+
   def frozen_entries(self, group):
     """Per variable of meta group `group`: None, or numpy bools of the entries the
     structure has frozen (all True: the variable is dropped, neither meta-updated nor its
@@ -449,7 +457,8 @@ class MetaLearner:
     logits, updated = model.functional_call(
         self._step_weights(params, slot), images, arch=params.get("arch"),
         training=recording or self.transductive, non_trainable=statistics,
-        return_non_trainable=True, regularize=context.regularize, seed=context.draw_seed())
+        return_non_trainable=True, regularize=context.regularize, seed=context.draw_seed(),
+        **self.call_options())
     if recording and not context.query:
       self._recorded[context.step] = updated
     return logits

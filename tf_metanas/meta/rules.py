@@ -153,12 +153,15 @@ class Maml(UpdateRule):
     gradient_clip: clip each entry of a group's mean meta-gradient to [-c, c] (the
       official MAML code on mini-ImageNet and MAML++: 10), except learnable inner learning
       rates (groups "inner_lr_*"), which MAML++ does not clamp; None: no clipping.
+    clipped_groups: the groups `gradient_clip` applies to (None: every group but the
+      "inner_lr_*" ones; CAML's OPML: the weights only).
     routes, phases: see UpdateRule.
   """
 
   def __init__(self, first_order=False, first_order_iterations=0, multi_step_loss_iterations=0,
-               gradient_clip=None, routes=None, phases=None):
+               gradient_clip=None, routes=None, phases=None, clipped_groups=None):
     super().__init__(routes, phases)
+    self.clipped_groups = None if clipped_groups is None else tuple(clipped_groups)
     self.first_order = bool(first_order)
     self.first_order_iterations = int(first_order_iterations)
     self.multi_step_loss_iterations = int(multi_step_loss_iterations)
@@ -212,7 +215,9 @@ class Maml(UpdateRule):
     return directions, metrics, auxiliary, tf.nest.map_structure(tf.stop_gradient, state)
 
   def meta_gradients(self, learner, group, mean_directions):
-    if not self.gradient_clip or group.startswith("inner_lr"):
+    clipped = (not group.startswith("inner_lr") if self.clipped_groups is None
+               else group in self.clipped_groups)
+    if not self.gradient_clip or not clipped:
       return mean_directions
     # The mean is summed over the replicas here first: clipping does not commute with it.
     replicas = learner.strategy.num_replicas_in_sync

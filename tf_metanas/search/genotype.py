@@ -71,11 +71,13 @@ class Genotype:
     return cls.from_dict(json.loads(text))
 
 
-def _darts_cell(op_weights, edge_weights, op_names, num_nodes, k, fixed):
+def _darts_cell(op_weights, edge_weights, op_names, num_nodes, k, fixed, dropped=()):
   nodes = []
   for edges in topology.node_edges(num_nodes):
     candidates = []
     for e, i in edges:
+      if e in dropped:
+        continue
       if e in fixed:
         candidates.append((np.inf, fixed[e], i))
         continue
@@ -101,16 +103,19 @@ def derive_darts(mixture, op_names, num_nodes, k=2):
   return derive_consolidated(mixture, op_names, num_nodes, fixed={}, k=k)
 
 
-def derive_consolidated(mixture, op_names, num_nodes, fixed, k=2):
+def derive_consolidated(mixture, op_names, num_nodes, fixed, k=2, dropped=None):
   """DARTS rule with consolidated edges (CAML PCC): edges in `fixed` keep their fixed op and
-  rank above every free edge.
+  rank above every free edge; `dropped` edges are absent.
 
   Args:
     fixed: dict cell type -> {edge index: op name} of the consolidated edges.
+    dropped: dict cell type -> edge indices dropped (no op left), or None.
   """
+  dropped = dropped or {}
   return Genotype(**{cell: _darts_cell(np.asarray(mixture[f"{cell}_ops"]),
                                        np.asarray(mixture[f"{cell}_edges"]), tuple(op_names),
-                                       num_nodes, k, dict(fixed.get(cell, {})))
+                                       num_nodes, k, dict(fixed.get(cell, {})),
+                                       set(dropped.get(cell, ())))
                      for cell in ("normal", "reduce")})
 
 

@@ -117,6 +117,8 @@ class SearchNetwork(_Network):
       0 to sum every input (DARTS) without input weights.
     running_statistics: BatchNorms keep moving statistics (False, the default: always
       batch statistics, as the inner loops use them; a much smaller graph).
+    affine: affine BatchNorms in the cells' ops and preprocessing (False: DARTS, METANAS,
+      T-NAS; True: the CAML authors' supernet, built on MAML++'s meta BatchNorm).
 
   Architecture variables: alpha_normal / alpha_reduce [num_edges, num_ops] and, with
   input_k > 0, beta_normal / beta_reduce [num_combinations], all initialized to 1e-3 * N(0, 1)
@@ -125,7 +127,8 @@ class SearchNetwork(_Network):
   Call arguments:
     images: [B, H, W, C] (any numeric dtype; cast to the compute dtype).
     mixture: dict of normalized weights (`tf_metanas.arch.mixture.mixture`); None uses
-      softmax of the architecture variables at temperature 1.
+      softmax of the architecture variables at temperature 1, with `op_masks`.
+    op_masks: with mixture None, a structure's op masks (see `mixture`).
     training: BatchNorm and DropPath mode.
     drop_path: DropPath on or off (default: `training`).
     seed: optional [2] int stateless seed of the DropPath masks (default: stateful draws).
@@ -138,15 +141,17 @@ class SearchNetwork(_Network):
 
   def __init__(self, num_classes, channels=28, num_cells=4, reduction_cells=(1, 3),
                num_nodes=3, op_set="S1", input_k=2, channel_doubling=False, stem_multiplier=3,
-               drop_path_rate=0.0, seed=None, running_statistics=False, **kwargs):
+               drop_path_rate=0.0, seed=None, running_statistics=False, affine=False,
+               **kwargs):
     super().__init__(num_classes, channels, num_cells, reduction_cells, channel_doubling,
                      stem_multiplier, drop_path_rate, **kwargs)
     self.num_nodes, self.input_k, self.seed = int(num_nodes), int(input_k), seed
+    self.affine = bool(affine)
     self.running_statistics = bool(running_statistics)
     self.op_set = op_set if isinstance(op_set, str) else tuple(op_set)
     self.op_names = ops_lib.op_set(op_set)
     self.cells = [cell_lib.SearchCell(c, num_nodes, self.op_names, reduction, reduction_prev,
-                                      drop_path_rate=drop_path_rate)
+                                      affine=self.affine, drop_path_rate=drop_path_rate)
                   for c, reduction, reduction_prev in self._cell_plan()]
     for layer in self._flatten_layers(include_self=False):
       if isinstance(layer, batch_norm.BatchNorm):
@@ -182,8 +187,9 @@ class SearchNetwork(_Network):
     return mixture_lib.mixture(alphas, betas, self.num_nodes, max(self.input_k, 1),
                                tau_alpha, tau_beta, threshold, op_masks)
 
-  def call(self, images, mixture=None, training=None, drop_path=None, seed=None):
-    mixture = self.mixture() if mixture is None else mixture
+  def call(self, images, mixture=None, training=None, drop_path=None, seed=None,
+           op_masks=None):
+    mixture = self.mixture(op_masks=op_masks) if mixture is None else mixture
 
     def cell_call(cell, s0, s1, cell_seed):
       kind = "reduce" if cell.reduction else "normal"
@@ -244,7 +250,7 @@ class SearchNetwork(_Network):
   def get_config(self):
     return {**super().get_config(), "num_nodes": self.num_nodes, "op_set": self.op_set,
             "input_k": self.input_k, "seed": self.seed,
-            "running_statistics": self.running_statistics}
+            "running_statistics": self.running_statistics, "affine": self.affine}
 
 
 @keras.saving.register_keras_serializable("tf_metanas")
@@ -279,3 +285,43 @@ class FixedNetwork(_Network):
 
   def get_config(self):
     return {**super().get_config(), "genotype": self.genotype.to_dict(), "affine": self.affine}
+
+
+def _leaf_layers(layer):
+  return [l for l in layer._flatten_layers(include_self=True)  # pylint: disable=protected-access
+          if not l._layers]  # pylint: disable=protected-access
+
+
+def _copy_layer(source, target):
+  """Copies `source`'s weights into the same-structured `target`, by leaf layer and name;
+  a target weight the source lacks (an affine BatchNorm's scale and shift where the source
+  has none) keeps its initial value (1 and 0: the same function)."""
+  sources, targets = _leaf_layers(source), _leaf_layers(target)
+  if [type(l) for l in sources] != [type(l) for l in targets]:
+    raise ValueError(f"cannot copy {type(source).__name__} weights into "
+                     f"{type(target).__name__}: their layers differ")
+  for src, dst in zip(sources, targets):
+    given = {v.name: v for v in src.trainable_weights}
+    for variable in dst.trainable_weights:
+      if variable.name in given:
+        variable.assign(given[variable.name])
+
+
+def copy_kept_weights(search, fixed):
+  """Initializes FixedNetwork `fixed` from SearchNetwork `search`'s weights: the stem, the
+  cells' preprocessing, the classifier and, for every (op, input) of node j of `fixed`'s
+  genotype, the weights of that op on edge (input, j) of the search cell (CAML: "train
+  from kept weights"). The skeletons (channels, cells, stem) must match."""
+  plain = lambda net: net.stem_layers + [net.stem_conv, net.stem_bn, net.classifier]
+  for src, dst in zip(plain(search), plain(fixed)):
+    _copy_layer(src, dst)
+  if len(search.cells) != len(fixed.cells):
+    raise ValueError(f"cannot copy weights of {len(search.cells)} cells into "
+                     f"{len(fixed.cells)}")
+  for search_cell, fixed_cell in zip(search.cells, fixed.cells):
+    _copy_layer(search_cell.preprocess0, fixed_cell.preprocess0)
+    _copy_layer(search_cell.preprocess1, fixed_cell.preprocess1)
+    for j, (node, ops) in enumerate(zip(fixed_cell.nodes, fixed_cell.node_ops)):
+      for (name, i), op in zip(node, ops):
+        mixed = search_cell.edges[topology.edge_index(j, i)]
+        _copy_layer(mixed.candidates[search.op_names.index(name)], op)

@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
+from matplotlib import patches  # pylint: disable=g-import-not-at-top,wrong-import-position
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tf_metanas.search import topology  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -89,9 +90,10 @@ def combination_names(num_nodes, k):
           for combo in combos]
 
 
-def plot_weights(weights, row_labels, column_labels, title, xlabel="", ylabel=""):
+def plot_weights(weights, row_labels, column_labels, title, xlabel="", ylabel="", marks=None):
   """A heatmap of normalized weights in [0, 1] with labelled axes, values printed in the
-  cells, and a color bar. Returns the figure."""
+  cells, and a color bar. `marks`: {row: column} outlines that cell in red (a fixed edge's
+  op), {row: None} hatches the row out (a dropped edge). Returns the figure."""
   weights = np.asarray(weights, np.float64)
   rows, cols = weights.shape
   fig, ax = plt.subplots(figsize=(1.6 + 0.95 * cols, 1.2 + 0.38 * rows))
@@ -102,10 +104,58 @@ def plot_weights(weights, row_labels, column_labels, title, xlabel="", ylabel=""
     for c in range(cols):
       ax.text(c, r, f"{weights[r, c]:.2f}", ha="center", va="center", fontsize=6.5,
               color="black" if weights[r, c] > 0.6 else "white")
+  for r, c in (marks or {}).items():
+    if c is None:
+      ax.add_patch(patches.Rectangle((-0.5, r - 0.5), cols, 1, fill=True, fc="0.85",
+                                     ec="0.5", hatch="///", zorder=2))
+    else:
+      ax.add_patch(patches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2.0,
+                                     zorder=3))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)
   fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+  fig.tight_layout()
+  return fig
+
+
+def plot_consolidation(decisions, num_nodes, op_names, step, title="consolidation"):
+  """A timeline of consolidation decisions, one panel per cell type: rows are the edges,
+  the x axis the meta-iteration; a fixed edge is a dot colored by its op and labelled with
+  it, a dropped edge a grey cross, an edge still free a line up to `step`.
+
+  Args:
+    decisions: [{"step", "cell", "edge", "op"}] (op None: dropped), in any order.
+    num_nodes: intermediate nodes per cell.
+    op_names: the op set (fixes each op's color).
+    step: the current meta-iteration (the right end of the time axis).
+  """
+  names = edge_names(num_nodes)
+  colors = plt.get_cmap("tab10")
+  end = max([step] + [d["step"] for d in decisions]) or 1
+  fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(names) + 1.6), sharey=True)
+  for ax, cell in zip(axes, ("normal", "reduce")):
+    decided = {d["edge"]: d for d in decisions if d["cell"] == cell}
+    for e in range(len(names)):
+      stop = decided[e]["step"] if e in decided else end
+      ax.plot([0, stop], [e, e], color="0.8", lw=1.0, zorder=1)
+      if e not in decided:
+        continue
+      op = decided[e]["op"]
+      if op is None:
+        ax.plot(stop, e, marker="x", color="0.45", ms=7, zorder=2)
+        continue
+      ax.plot(stop, e, marker="o", ms=8, color=colors(list(op_names).index(op) % 10), zorder=3)
+      ax.text(stop + 0.015 * end, e, op, va="center", fontsize=7)
+    fixed = sum(1 for d in decided.values() if d["op"] is not None)
+    ax.set_title(f"{cell} cell: {fixed} fixed, "
+                 f"{sum(1 for d in decided.values() if d['op'] is None)} dropped, "
+                 f"{len(names) - len(decided)} free", fontsize=9)
+    ax.set_xlim(0, end * 1.25)
+    ax.set_xlabel("meta-iteration")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+  fig.suptitle(f"{title} (meta-iteration {step})", fontsize=10)
   fig.tight_layout()
   return fig
 

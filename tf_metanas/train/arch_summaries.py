@@ -13,7 +13,8 @@ from tf_metanas.arch import mixture as mixture_lib
 from tf_metanas.search import visualize
 
 
-def _image(tag, figure, step):
+def write_image(tag, figure, step):
+  """A matplotlib figure as an image summary (the figure is closed)."""
   png = visualize.figure_to_png(figure)
   tf.summary.image(tag, tf.image.decode_png(png, channels=3)[None], step=step)
 
@@ -28,7 +29,7 @@ def write_architecture(name, model, arch, tau_alpha, tau_beta, step):
         mixture[f"{cell}_ops"], visualize.edge_names(model.num_nodes), model.op_names,
         f"{name}: {cell} cell op weights (tau_alpha={tau_alpha:g})", xlabel="op",
         ylabel="edge")
-    _image(f"Architecture/{name}/op_weights_{cell}", figure, step)
+    write_image(f"Architecture/{name}/op_weights_{cell}", figure, step)
   if model.input_k:
     _, betas = model.arch_dict(arch)
     columns = [mixture_lib.combination_weights(betas[c], model.num_nodes, model.input_k,
@@ -37,12 +38,12 @@ def write_architecture(name, model, arch, tau_alpha, tau_beta, step):
         tf.stack(columns, axis=1), visualize.combination_names(model.num_nodes, model.input_k),
         mixture_lib.CELL_TYPES, f"{name}: input-combination weights (tau_beta={tau_beta:g})",
         xlabel="cell", ylabel="input combination")
-    _image(f"Architecture/{name}/input_weights", figure, step)
+    write_image(f"Architecture/{name}/input_weights", figure, step)
 
 
 def write_genotype(name, genotype, step):
   """A picture of both cells of `genotype` and its JSON as text."""
-  _image(f"Architecture/{name}", visualize.plot_genotype(genotype, title=name), step)
+  write_image(f"Architecture/{name}", visualize.plot_genotype(genotype, title=name), step)
   tf.summary.text(f"Architecture/{name}_json", genotype.to_json(), step=step)
 
 

@@ -25,11 +25,14 @@ from tf_metanas.data import streams as streams_lib
 from tf_metanas.meta import inner_loop
 from tf_metanas.meta import learner as learner_lib
 from tf_metanas.meta import optimizers
+from tf_metanas.meta import schedules
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import network as network_lib
 from tf_metanas.train import runner as runner_lib
 
 UNLABELED_KEYS = ("support_images", "support_labels", "query_images")
+INITS = {"from_scratch": "from scratch",
+         "from_kept_weights": "from the search network's kept meta-weights"}
 
 
 @gin.configurable(module="tf_metanas.train")
@@ -53,6 +56,14 @@ class FromScratch:
   meta_lr: float = 0.001
   eval_every: int = 500
   eval_tasks: int = 100
+  meta_lr_end: float | None = None
+
+  def meta_learning_rate(self):
+    """The meta learning rate: constant, or cosine-decayed to `meta_lr_end` over the
+    iterations (CAML's evaluation)."""
+    if self.meta_lr_end is None:
+      return self.meta_lr
+    return schedules.Cosine(self.meta_lr, self.meta_lr_end, self.iterations)
 
 
 def network_for(search_network, genotype, num_classes):
@@ -72,7 +83,7 @@ def learner_for(settings, model, seed=0):
       inner_groups=(inner_loop.ParamGroup("weights", optimizers.SGD(), settings.inner_lr),),
       train_phases=(inner_loop.Phase(settings.inner_steps),),
       test_phases=(inner_loop.Phase(settings.test_steps),),
-      meta_learning_rates={"weights": settings.meta_lr},
+      meta_learning_rates={"weights": settings.meta_learning_rate()},
       meta_optimizer=optimizers.MetaOptimizer(epsilon=1e-8), seed=seed)
 
 
@@ -93,14 +104,18 @@ def directory_name(genotype):
   return "genotype_" + hashlib.sha256(genotype.to_json().encode("utf-8")).hexdigest()[:16]
 
 
-def retrain(runner, genotype, settings):
-  """Meta-trains `genotype` from scratch in model_dir/from_scratch/<directory_name>
-  (resumable) and returns its Runner with the checkpoint selected on meta-validation
-  restored and the selection ({"step", "val_accuracy", "val_tasks"})."""
+def retrain(runner, genotype, settings, init="from_scratch"):
+  """Meta-trains `genotype` in model_dir/<init>/<directory_name> (resumable), from random
+  weights ("from_scratch") or from the search network's meta-weights of the ops the
+  genotype keeps ("from_kept_weights", CAML Table 3), and returns its Runner with the
+  checkpoint selected on meta-validation restored and the selection ({"step",
+  "val_accuracy", "val_tasks"})."""
+  if init not in INITS:
+    raise ValueError(f"unknown initialization {init!r}; use one of {INITS}")
   stream = "train" if "train" in runner.streams else sorted(runner.streams)[0]
   train_spec = runner.streams[stream].spec
   retrainer = runner_lib.Runner(
-      model_dir=runner.model_dir / "from_scratch" / directory_name(genotype),
+      model_dir=runner.model_dir / init / directory_name(genotype),
       network=lambda num_classes: network_for(runner.model, genotype, num_classes),
       learner=lambda model, seed: learner_for(settings, model, seed),
       train_spec=train_spec, test_spec=runner.samplers["test"].spec,
@@ -109,26 +124,29 @@ def retrain(runner, genotype, settings):
       checkpoint_every=settings.eval_every, log_every=max(settings.iterations // 20, 1),
       seed=runner.seed, splits=runner.splits, dataset=runner.dataset, select_on_val=True,
       streams=(streams_lib.TaskStream(pool=settings.task_pool),))
+  if init == "from_kept_weights" and not retrainer.has_checkpoint():
+    network_lib.copy_kept_weights(runner.model, retrainer.model)
   retrainer.train()
   return retrainer, retrainer.restore_selected()
 
 
-def predict_decoded(runner, results, settings):
+def predict_decoded(runner, results, settings, init="from_scratch"):
   """Retrains each distinct decoded genotype of `results` (a T-NAS / Auto-MAML meta-test's
-  "decoded_genotypes") once and predicts the queries of the test tasks that decoded to it,
-  from episodes stripped to UNLABELED_KEYS. Returns ({task index: query logits}, one entry
-  per genotype with its selection and retraining protocol)."""
+  "decoded_genotypes", CAML's derived genotype) once and predicts the queries of the test
+  tasks that decoded to it, from episodes stripped to UNLABELED_KEYS. Returns ({task
+  index: query logits}, one entry per genotype with its selection and retraining
+  protocol)."""
   decoded = results["method_results"].get("decoded_genotypes")
   if not decoded:
     raise ValueError(f"{runner.model_dir}: the results hold no decoded genotypes; "
-                     f"--decoded=from_scratch evaluates T-NAS and Auto-MAML runs")
+                     f"--decoded={init} evaluates T-NAS, Auto-MAML and CAML runs")
   sampler = runner.samplers["test"]
   logits, per_genotype = {}, []
   for number, entry in enumerate(decoded):
     genotype = genotype_lib.Genotype.from_dict(entry["genotype"])
-    logging.info("from scratch: genotype %d of %d (%d test tasks): %s", number + 1,
+    logging.info("%s: genotype %d of %d (%d test tasks): %s", init, number + 1,
                  len(decoded), len(entry["tasks"]), genotype.summary())
-    retrainer, selection = retrain(runner, genotype, settings)
+    retrainer, selection = retrain(runner, genotype, settings, init)
     tasks = [(i, {k: sampler.episode(i)[k] for k in UNLABELED_KEYS}) for i in entry["tasks"]]
     logits.update(zip(entry["tasks"], predict_queries(retrainer.learner, tasks,
                                                       sampler.spec.inner_batch_size)))
@@ -138,11 +156,11 @@ def predict_decoded(runner, results, settings):
   return logits, per_genotype
 
 
-def evaluate(runner, results, settings=None):
+def evaluate(runner, results, settings=None, init="from_scratch"):
   """`predict_decoded`, then (only then) the queries' labels: writes and returns
-  model_dir/from_scratch.json."""
+  model_dir/<init>.json."""
   settings = settings or FromScratch()
-  logits, per_genotype = predict_decoded(runner, results, settings)
+  logits, per_genotype = predict_decoded(runner, results, settings, init)
   sampler = runner.samplers["test"]
   spec = sampler.spec
   accuracies = [float(np.mean(np.argmax(logits[i], -1) == sampler.episode(i)["query_labels"]))
@@ -150,7 +168,7 @@ def evaluate(runner, results, settings=None):
   mean, ci = runner_lib.confidence_interval(accuracies)
   protocol = dict(per_genotype[0]["protocol"], num_tasks=len(accuracies))
   summary = {
-      "method": results["method"], "evaluation": "decoded genotypes retrained from scratch",
+      "method": results["method"], "evaluation": f"decoded genotypes retrained {INITS[init]}",
       "dataset": results["dataset"], "num_ways": spec.num_ways, "num_shots": spec.num_shots,
       "num_queries": spec.num_queries, "accuracy": mean, "ci95": ci,
       "num_tasks": len(accuracies), "distinct_genotypes": len(per_genotype),
@@ -159,14 +177,14 @@ def evaluate(runner, results, settings=None):
       "budget": dataclasses.asdict(settings), "protocol": protocol,
       "task_accuracies": accuracies, "genotypes": per_genotype}
   if runner.chief:
-    (runner.model_dir / "from_scratch.json").write_text(json.dumps(summary, indent=2))
+    (runner.model_dir / f"{init}.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 
 def summary_line(summary):
   """What a binary prints about a from-scratch evaluation."""
   budget = summary["budget"]
-  return (f"{summary['method']} decoded genotypes retrained from scratch "
+  return (f"{summary['method']} {summary['evaluation']} "
           f"({summary['distinct_genotypes']} distinct, each {budget['iterations']} "
           f"meta-iterations of first-order MAML, checkpoint chosen on "
           f"{budget['eval_tasks']} meta-validation tasks), {summary['num_ways']}-way "

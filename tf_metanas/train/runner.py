@@ -198,6 +198,10 @@ class Runner:
     with self.writers["train"].as_default():
       tf.summary.text("operative_config", "    " + config.replace("\n", "\n    "), step=0)
 
+  def has_checkpoint(self):
+    """Whether model_dir holds a checkpoint to resume from."""
+    return tf.train.latest_checkpoint(str(self.model_dir)) is not None
+
   def restore(self):
     """Restores the latest checkpoint, if any; returns the meta step to continue from."""
     latest = tf.train.latest_checkpoint(str(self.model_dir))
@@ -270,7 +274,8 @@ class Runner:
     tick, tick_step = time.perf_counter(), start
     for step in range(start + 1, self.num_iterations + 1):
       began = time.perf_counter()
-      metrics = self.learner.train_step({name: next(it) for name, it in data.items()})
+      with self.writers["train"].as_default():  # what the learner's hooks write
+        metrics = self.learner.train_step({name: next(it) for name, it in data.items()})
       self.train_seconds.assign_add(time.perf_counter() - began)
       if step % self.log_every == 0 or step == self.num_iterations:
         rate = (step - tick_step) / (time.perf_counter() - tick)
