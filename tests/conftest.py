@@ -49,3 +49,26 @@ def mirrored():
   """One MirroredStrategy over the two logical CPU devices per test process (strategies made
   in one process number their collective ops from the same key, so they must not mix)."""
   return distribute.make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+
+
+class _Unlabeled:
+  """A test sampler whose episodes have no query labels: reading them fails."""
+
+  def __init__(self, sampler):
+    self.sampler, self.spec = sampler, sampler.spec
+
+  def episode(self, index):
+    episode = dict(self.sampler.episode(index))
+    del episode["query_labels"]
+    return episode
+
+
+@pytest.fixture
+def without_query_labels(monkeypatch):
+  """`without_query_labels(runner)`: the runner's test episodes lose their query labels
+  until the test ends; returns the labeled sampler."""
+  def strip(runner):
+    labeled = runner.samplers["test"]
+    monkeypatch.setitem(runner.samplers, "test", _Unlabeled(labeled))
+    return labeled
+  return strip

@@ -384,25 +384,13 @@ def test_tensorboard_shows_the_timeline_and_the_shrinking_network(caml_run):
   assert [step for step, _ in ops] == [1, 3] and ops[0][1] > ops[1][1]
 
 
-class _Unlabeled:
-  """A test sampler whose episodes have no query labels: reading them fails."""
-
-  def __init__(self, sampler):
-    self.sampler, self.spec = sampler, sampler.spec
-
-  def episode(self, index):
-    episode = dict(self.sampler.episode(index))
-    del episode["query_labels"]
-    return episode
-
-
-def test_retraining_from_kept_weights_predicts_without_query_labels(caml_run, monkeypatch):
+def test_retraining_from_kept_weights_predicts_without_query_labels(caml_run, monkeypatch,
+                                                                    without_query_labels):
   runner, results = caml_run
   settings = from_scratch.FromScratch(iterations=1, task_pool=0, eval_every=1, eval_tasks=2,
                                       inner_steps=1, test_steps=2, meta_batch_size=2,
                                       meta_lr_end=1e-4)
-  labeled = runner.samplers["test"]
-  monkeypatch.setitem(runner.samplers, "test", _Unlabeled(labeled))
+  labeled = without_query_labels(runner)
   logits, per_genotype = from_scratch.predict_decoded(runner, results, settings,
                                                       "from_kept_weights")
   monkeypatch.setitem(runner.samplers, "test", labeled)

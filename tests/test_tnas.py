@@ -401,22 +401,9 @@ def test_a_tiny_tnas_run_reports_decoded_genotypes(tiny_tnas_run):
   assert any("distinct genotypes" in line for line in runner.summary_lines(results))
 
 
-class _Unlabeled:
-  """A test sampler whose episodes have no query labels: reading them fails."""
-
-  def __init__(self, sampler):
-    self.sampler, self.spec = sampler, sampler.spec
-
-  def episode(self, index):
-    episode = dict(self.sampler.episode(index))
-    del episode["query_labels"]
-    return episode
-
-
-def test_from_scratch_predicts_without_query_labels(tiny_tnas_run, monkeypatch):
+def test_from_scratch_predicts_without_query_labels(tiny_tnas_run, without_query_labels):
   runner, results = tiny_tnas_run
-  labeled = runner.samplers["test"]
-  monkeypatch.setitem(runner.samplers, "test", _Unlabeled(labeled))
+  labeled = without_query_labels(runner)
   settings = from_scratch.FromScratch(iterations=1, task_pool=0, eval_every=1, eval_tasks=2,
                                       inner_steps=1, test_steps=2, meta_batch_size=2)
   logits, per_genotype = from_scratch.predict_decoded(runner, results, settings)

@@ -3,12 +3,16 @@ r"""Meta-tests a trained model dir, possibly on other data or shots (same ways).
   python tools/evaluate.py --model_dir=runs/reptile_glyphs \
       --gin_param='test/EpisodeSpec.num_shots = 5' --gin_param='Runner.test_tasks = 1000'
 
-T-NAS and Auto-MAML runs: `--decoded=from_scratch` also retrains each distinct decoded
-genotype of the meta-test with first-order MAML (T-NAS Sec. 5.2.2; budget by FromScratch.*
-bindings) and meta-tests it on the tasks that decoded to it (model_dir/from_scratch.json):
+T-NAS, Auto-MAML and CAML runs: `--decoded=from_scratch` also retrains each distinct
+decoded genotype of the meta-test (CAML: the derived network) with first-order MAML (T-NAS
+Sec. 5.2.2, CAML Sec. 4.2; budget by FromScratch.* bindings, CAML's from its config) and
+meta-tests it on the tasks that decoded to it (model_dir/from_scratch.json);
+`--decoded=from_kept_weights` starts that retraining from the search network's meta-weights
+of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
 
   python tools/evaluate.py --model_dir=runs/tnas_glyphs --decoded=from_scratch \
       --gin_param='FromScratch.iterations = 500' --gin_param='Runner.test_tasks = 100'
+  python tools/evaluate.py --model_dir=runs/caml_glyphs --decoded=from_kept_weights
 """
 
 import pathlib
@@ -26,9 +30,10 @@ _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run'
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A trained run's model dir.", required=True)
 _RESULTS = flags.DEFINE_string("results_name", "evaluation.json", "File in model_dir to write.")
 _DECODED = flags.DEFINE_enum(
-    "decoded", "kept_weights", ["kept_weights", "from_scratch"],
-    "T-NAS / Auto-MAML: evaluate the decoded networks with the weights they keep, or also "
-    "retrained from scratch (FromScratch.* bindings set the budget).")
+    "decoded", "kept_weights", ["kept_weights", "from_scratch", "from_kept_weights"],
+    "T-NAS / Auto-MAML / CAML: evaluate the decoded networks with the weights they keep, or "
+    "also retrained with first-order MAML from scratch or from the kept meta-weights "
+    "(FromScratch.* bindings set the budget).")
 
 
 def main(argv):
@@ -48,9 +53,10 @@ def main(argv):
   results = runner.test(_RESULTS.value)
   for line in runner.summary_lines(results):
     logging.info("%s", line)
-  if _DECODED.value == "from_scratch":
+  if _DECODED.value != "kept_weights":
+    settings = getattr(runner.learner, "retraining", None)  # CAML's evaluation budget
     with strategy.scope():
-      summary = from_scratch.evaluate(runner, results)
+      summary = from_scratch.evaluate(runner, results, settings, _DECODED.value)
     logging.info("%s", from_scratch.summary_line(summary))
 
 

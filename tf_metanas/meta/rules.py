@@ -190,6 +190,9 @@ class Maml(UpdateRule):
 
   def _one(self, learner, task, groups, first_order, multi_step, state, context):
     """d L_Q(U^k(theta)) / d theta for `groups` (and d / d the inner lrs, BN weights)."""
+    if first_order and not (multi_step or learner.inner_lrs or learner.bn_statistics or
+                            learner.bn_weights):
+      return self._first_order(learner, task, groups, state, context)
     params = learner.meta_parameters()
     sources = {g: params[g] if g in params else list(learner.meta_groups[g]) for g in groups}
     with tf.GradientTape() as tape:
@@ -213,6 +216,22 @@ class Maml(UpdateRule):
     directions = tf.nest.pack_sequence_as(sources, flat)
     metrics = losses_lib.task_metrics(loss, acc, losses)
     return directions, metrics, auxiliary, tf.nest.map_structure(tf.stop_gradient, state)
+
+  def _first_order(self, learner, task, groups, state, context):
+    """First-order MAML's direction without unrolling the inner loop: with the inner
+    gradients held constant d U^k(theta) / d theta is the identity, so the direction is the
+    query gradient at the adapted parameters, adapted in a tf.while_loop (a graph about k
+    times smaller to trace: it is traced again for every structure of CAML). Learnable
+    inner rates and per-step BatchNorm state need the unrolled steps (`_one`)."""
+    final, losses, state = learner.adapt_task(task, context, learner.meta_parameters(), state)
+    sources = {g: final[g] if g in final else list(learner.meta_groups[g]) for g in groups}
+    with tf.GradientTape() as tape:
+      tape.watch(tf.nest.flatten(sources))
+      loss, acc = learner.query(task, final, context.prediction())
+    flat = tape.gradient(loss, tf.nest.flatten(sources),
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    directions = tf.nest.pack_sequence_as(sources, [tf.convert_to_tensor(g) for g in flat])
+    return directions, losses_lib.task_metrics(loss, acc, losses), {}, state
 
   def meta_gradients(self, learner, group, mean_directions):
     clipped = (not group.startswith("inner_lr") if self.clipped_groups is None

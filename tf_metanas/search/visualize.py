@@ -154,7 +154,7 @@ def plot_consolidation(decisions, num_nodes, op_names, step, title="consolidatio
     ax.set_xlim(0, end * 1.25)
     ax.set_xlabel("meta-iteration")
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
+  axes[0].invert_yaxis()  # edge 0 on top (the axes share it: once)
   fig.suptitle(f"{title} (meta-iteration {step})", fontsize=10)
   fig.tight_layout()
   return fig
