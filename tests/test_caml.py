@@ -113,6 +113,17 @@ def test_one_caml_iteration_is_algorithm_1_by_hand():
     np.testing.assert_allclose(got.numpy()[big], want[big], atol=2e-6)
 
 
+def test_first_order_directions_without_unrolling_are_the_unrolled_ones():
+  """First-order MAML adapts in a tf.while_loop and differentiates at the adapted
+  parameters; unrolled, the inner gradients are held constant: the same directions."""
+  learner = caml.Caml(_supernet(), consolidation_start=10**6)
+  tasks = {"arch": _task(1, steps=5), "train": _task(2, steps=5)}
+  loop, unrolled = (learner.task_directions(tasks, unroll=u)[0] for u in (False, True))
+  for group in ("arch", "weights"):
+    for a, b in zip(loop[group], unrolled[group]):
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
+
+
 def test_each_inner_loop_moves_its_group_only():
   learner = caml.Caml(_supernet(), consolidation_start=10**6)
   plan = learner.plan()
@@ -295,6 +306,25 @@ def test_after_a_consolidation_dropped_ops_and_decided_logits_stay_put():
   np.testing.assert_array_equal(after[decided], before[2][decided])
   assert not np.array_equal(np.delete(after, decided, 0), np.delete(before[2], decided, 0))
   assert any(not np.array_equal(v.numpy(), b) for v, b in zip(free_op, before[3]))
+
+
+def _consolidated_steps(strategy):
+  """Two CAML meta-iterations around a consolidation (2 + 2 tasks) under `strategy`."""
+  with strategy.scope():
+    model = _supernet()
+    learner = caml.Caml(model, train_phases=ONE_STEP, consolidation_start=1,
+                        consolidation_every=1)
+  for seed in (1, 5):
+    learner.train_step({"arch": _batch(seed, seed + 1), "train": _batch(seed + 2, seed + 3)})
+  return learner, [v.numpy() for v in model.weight_variables + model.arch_variables]
+
+
+def test_consolidation_and_its_frozen_logits_are_the_same_on_two_replicas(mirrored):
+  learner, one = _consolidated_steps(tf.distribute.get_strategy())
+  mirrored_learner, two = _consolidated_steps(mirrored)
+  assert mirrored_learner.decisions() == learner.decisions() != []
+  for a, b in zip(two, one):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_the_consolidated_supernet_is_the_fixed_network_of_its_genotype():

@@ -164,9 +164,10 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
   with tempfile.TemporaryDirectory() as model_dir, strategy.scope():
     runner = runner_lib.Runner(model_dir=model_dir)
   learner, batch_size = runner.learner, runner.meta_batch_size
-  data = iter(next(iter(runner.streams.values())).dataset(batch_size))  # one-stream configs
+  streams = {name: iter(sampler.dataset(batch_size)) for name, sampler in runner.streams.items()}
+  data = iter(lambda: {name: next(stream) for name, stream in streams.items()}, None)
   batch = next(data)
-  task = tf.nest.map_structure(lambda t: t[0], batch)
+  task = tf.nest.map_structure(lambda t: t[0], batch)  # one task of every stream
   plan = learner.plan()
   task_fn = tf.function(lambda t: learner.task_directions(t, unroll=True, plan=plan),
                         autograph=False)
@@ -182,7 +183,8 @@ def meta_iteration_benchmark(gin_files, gin_params, iterations, replicas=1, xla=
     times.append(time.perf_counter() - start)
   seconds = float(np.median(times))
   return {"config": gin_files, "bindings": gin_params, "replicas": replicas, "xla": xla,
-          "seconds_per_meta_iteration": seconds, "tasks_per_second": batch_size / seconds,
+          "seconds_per_meta_iteration": seconds,
+          "tasks_per_second": batch_size * len(streams) / seconds,
           "all_seconds": times, "first_call_seconds": first,
           "flops_per_meta_iteration": flops, "gflops_per_s": flops / seconds / 1e9,
           "peak_memory_bytes": _peak_memory_bytes(), "parameters": runner.parameter_count,

@@ -562,14 +562,14 @@ class MetaLearner:
     """The update rule's per-group directions (meta-gradients, or adapted - meta for
     Reptile), metrics, auxiliary state and final inner-optimizer state of one task (a dict
     of one task's tensors, or stream -> task), at the next meta-iteration's plan.
-    `unroll=True` builds Reptile's inner steps without tf.while_loop (a loop-free graph
-    whose operations the TF profiler counts: tools/benchmark.py). Inside a tf.function,
+    `unroll=True` builds the inner steps without tf.while_loop (a loop-free graph whose
+    operations the TF profiler counts: tools/benchmark.py). Inside a tf.function,
     pass the `plan()` read outside it."""
     if "support_images" in tasks:
       tasks = {stream: tasks for stream in self.streams()}
     rule = self.rule
-    if unroll and isinstance(rule, rules_lib.Reptile):
-      rule = rules_lib.Reptile(rule.routes, unroll=True, phases=rule.phases)
+    if unroll:
+      rule = rule.unrolled()
     plan = plan or self.plan()
     return rule.task_directions(self, tasks, self.touched_groups(plan), plan, state, task_index)
 

@@ -20,6 +20,7 @@ graph (MAML++: first order before `first_order_iterations`, the multi-step loss 
 `multi_step_loss_iterations`); it is part of the learner's trace key.
 """
 
+import copy
 import dataclasses
 
 import gin
@@ -59,6 +60,14 @@ class UpdateRule:
   def __init__(self, routes=None, phases=None):
     self.routes = dict(routes or {})
     self.phases = None if phases is None else tuple(phases)
+    self.unroll = False
+
+  def unrolled(self):
+    """This rule with every inner loop built step by step, without tf.while_loop: a
+    loop-free graph whose operations the TF profiler counts (tools/benchmark.py)."""
+    rule = copy.copy(self)
+    rule.unroll = True
+    return rule
 
   def protocol(self, learner, plan):
     """The meta-training protocol of this rule's adaptations under `plan`."""
@@ -190,8 +199,8 @@ class Maml(UpdateRule):
 
   def _one(self, learner, task, groups, first_order, multi_step, state, context):
     """d L_Q(U^k(theta)) / d theta for `groups` (and d / d the inner lrs, BN weights)."""
-    if first_order and not (multi_step or learner.inner_lrs or learner.bn_statistics or
-                            learner.bn_weights):
+    if first_order and not (self.unroll or multi_step or learner.inner_lrs or
+                            learner.bn_statistics or learner.bn_weights):
       return self._first_order(learner, task, groups, state, context)
     params = learner.meta_parameters()
     sources = {g: params[g] if g in params else list(learner.meta_groups[g]) for g in groups}
@@ -260,8 +269,7 @@ class Reptile(UpdateRule):
     return True
 
   def __init__(self, routes=None, unroll=False, phases=None):
-    """`unroll=True` builds every inner step without tf.while_loop: a loop-free graph whose
-    operations the TF profiler can count (FLOPs in tools/benchmark.py)."""
+    """`unroll=True`: see `unrolled`."""
     super().__init__(routes, phases)
     self.unroll = bool(unroll)
 
@@ -371,6 +379,11 @@ class Sequential(UpdateRule):
   def meta_gradients(self, learner, group, mean_directions):
     return self.parts[self._owner(learner, group)][0].meta_gradients(
         learner, group, mean_directions)
+
+  def unrolled(self):
+    rule = copy.copy(self)
+    rule.parts = tuple((stage.unrolled(), names) for stage, names in self.parts)
+    return rule
 
   def exact_step(self, learner, group):
     owner = self._owner(learner, group)
