@@ -411,7 +411,7 @@ def test_tensorboard_shows_the_timeline_and_the_shrinking_network(caml_run):
     image = tf.image.decode_png(tf.make_ndarray(value.tensor)[2]).numpy()
     assert step == 3 and image.shape[0] > 200 and image.std() > 10  # a picture
   ops = [(step, float(tf.make_ndarray(v.tensor))) for step, v in values["Architecture/computed_ops"]]
-  assert [step for step, _ in ops] == [1, 3] and ops[0][1] > ops[1][1]
+  assert [step for step, _ in ops] == [0, 1, 3] and ops[0][1] > ops[1][1] > ops[2][1]
 
 
 def test_retraining_from_kept_weights_predicts_without_query_labels(caml_run, monkeypatch,

@@ -289,6 +289,12 @@ class Caml(learner_lib.MetaLearner):
     return (step == self.consolidation_start if every == 0
             else (step - self.consolidation_start) % every == 0)
 
+  def before_iteration(self, step):
+    """Before the first meta-iteration: the views of the full supernet (the start of the
+    computed ops and parameters)."""
+    if step == 0:
+      self.write_consolidation(0)
+
   def after_iteration(self, step):
     """Consolidates at the decision points (after meta-iteration `step`)."""
     if self._decision_due(step):
@@ -425,9 +431,10 @@ class Caml(learner_lib.MetaLearner):
     return f"{self.update_rule}{suffix}{plus}"
 
   def report(self, results):
-    state = ("fully consolidated" if results["consolidated"] else
-             f"{sum(d['op'] is not None for d in results['decisions'])} edges fixed so far")
-    return [f"{state} ({results['criterion']}, {len(results['decisions'])} decisions); "
+    fixed = sum(d["op"] is not None for d in results["decisions"])
+    state = "fully consolidated" if results["consolidated"] else "consolidated so far"
+    return [f"{state} by {results['criterion']}: {fixed} edges fixed, "
+            f"{len(results['decisions']) - fixed} dropped; "
             f"{results['computed_ops']} ops and {results['computed_parameters']} weights "
             f"computed; derived genotype: "
             f"{genotype_lib.Genotype.from_dict(results['genotype']).summary()}"]
