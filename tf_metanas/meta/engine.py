@@ -136,7 +136,8 @@ class Engine:
       gradients = self.meta_settings[name].gradients(gradients, variables, replica_share)
       updated = [(g, v) for g, v, mask in zip(gradients, variables, learner.frozen_entries(name))
                  if mask is None or not mask.all()]
-      self.meta_optimizers[name].apply_gradients(updated)
+      if updated:
+        self.meta_optimizers[name].apply_gradients(updated)
     return tf.nest.map_structure(share, (metrics, auxiliary))
 
   def _partly_frozen(self, groups):
