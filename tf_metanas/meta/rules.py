@@ -47,6 +47,14 @@ def multi_step_weights(num_steps, step, anneal_iterations):
   return tf.concat([tf.fill([num_steps - 1], others), [last]], 0)
 
 
+def _dense_gradients(tape, loss, sources):
+  """d loss / d `sources` (a nest of tensors) as dense tensors in the same nest, zeros where
+  the loss does not depend on a source (per-step slices are gathered: sparse)."""
+  flat = tape.gradient(loss, tf.nest.flatten(sources),
+                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  return tf.nest.pack_sequence_as(sources, [tf.convert_to_tensor(g) for g in flat])
+
+
 class UpdateRule:
   """Base: routes, regime and the meta-gradient of a group's mean direction.
 
@@ -219,12 +227,9 @@ class Maml(UpdateRule):
       else:
         loss, acc = learner.query(task, trajectory[-1], context.prediction())
     auxiliary = learner.recorded_auxiliary()
-    flat = tape.gradient(loss, tf.nest.flatten(sources),
-                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    flat = [tf.convert_to_tensor(g) for g in flat]  # per-step slices are gathered (sparse)
-    directions = tf.nest.pack_sequence_as(sources, flat)
     metrics = losses_lib.task_metrics(loss, acc, losses)
-    return directions, metrics, auxiliary, tf.nest.map_structure(tf.stop_gradient, state)
+    return (_dense_gradients(tape, loss, sources), metrics, auxiliary,
+            tf.nest.map_structure(tf.stop_gradient, state))
 
   def _first_order(self, learner, task, groups, state, context):
     """First-order MAML's direction without unrolling the inner loop: with the inner
@@ -237,10 +242,8 @@ class Maml(UpdateRule):
     with tf.GradientTape() as tape:
       tape.watch(tf.nest.flatten(sources))
       loss, acc = learner.query(task, final, context.prediction())
-    flat = tape.gradient(loss, tf.nest.flatten(sources),
-                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    directions = tf.nest.pack_sequence_as(sources, [tf.convert_to_tensor(g) for g in flat])
-    return directions, losses_lib.task_metrics(loss, acc, losses), {}, state
+    metrics = losses_lib.task_metrics(loss, acc, losses)
+    return _dense_gradients(tape, loss, sources), metrics, {}, state
 
   def meta_gradients(self, learner, group, mean_directions):
     clipped = (not group.startswith("inner_lr") if self.clipped_groups is None
