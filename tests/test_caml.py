@@ -430,3 +430,16 @@ def test_retraining_from_kept_weights_predicts_without_query_labels(caml_run, mo
   summary = from_scratch.evaluate(runner, results, settings, "from_kept_weights")
   saved = json.loads((runner.model_dir / "from_kept_weights.json").read_text())
   assert saved["accuracy"] == summary["accuracy"] and "kept meta-weights" in saved["evaluation"]
+
+
+def test_the_evaluation_meta_learning_rate_decays_by_a_cosine_to_its_end():
+  """Sec. 4.2: Adam 1e-3 cosine-decayed to 1e-4 over the retraining."""
+  settings = from_scratch.FromScratch(iterations=100, meta_lr=1e-3, meta_lr_end=1e-4)
+  rate = settings.meta_learning_rate()
+  np.testing.assert_allclose([float(rate(s)) for s in (0, 50, 100, 200)],
+                             [1e-3, 1e-4 + 0.5 * 9e-4, 1e-4, 1e-4], rtol=1e-6)
+  assert from_scratch.FromScratch(meta_lr=1e-3).meta_learning_rate() == 1e-3
+  learner = from_scratch.learner_for(settings, _fixed(caml.Caml(_supernet()).genotype()))
+  learner.step.assign(50)
+  np.testing.assert_allclose(float(learner.meta_optimizers["weights"].learning_rate), 5.5e-4,
+                             rtol=1e-6)
