@@ -1,10 +1,11 @@
-"""Shared fixtures: temporary cache roots, tiny class-structured datasets, two logical CPU
-devices."""
+"""Shared fixtures: temporary cache roots, a clear gin config per test, tiny class-structured
+datasets, two logical CPU devices."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import gin  # pylint: disable=g-import-not-at-top
 import keras  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
@@ -21,6 +22,14 @@ def _isolated_cache(tmp_path, monkeypatch):
   """Every test gets its own cache and data roots; nothing touches the user's home."""
   monkeypatch.setenv("TF_METANAS_CACHE", str(tmp_path / "cache"))
   monkeypatch.setenv("TF_METANAS_DATA", str(tmp_path / "data_root"))
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  """No test sees another's gin bindings (a module fixture's parsed config included)."""
+  gin.clear_config()
+  yield
+  gin.clear_config()
 
 
 @pytest.fixture

@@ -38,13 +38,6 @@ RUN_TINY = [p for p in EXPERIMENTS
 TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
 def _parse(*files, params=()):
   configurables.parse([str(f) for f in files], params)
 

@@ -6,13 +6,6 @@ import pytest
 from tf_metanas.search import configurables
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
 def test_op_set_by_name_and_as_a_tuple_of_names():
   gin.parse_config("""
       SearchNetwork.num_classes = 5
