@@ -135,6 +135,61 @@ def test_corrupt_zip_is_reported_with_its_path(tmp_path):
     omniglot.read_files(tmp_path)
 
 
+def _flip_a_byte_of_member(zip_path, member):
+  """Flips one bit in the stored bytes of `member`, as a bad disk or download would."""
+  with zipfile.ZipFile(zip_path) as archive:
+    info = archive.getinfo(member)
+  raw = bytearray(zip_path.read_bytes())
+  header = info.header_offset  # local header: 30 bytes, then the name and the extra field
+  name_length, extra_length = (int.from_bytes(raw[header + i:header + i + 2], "little")
+                               for i in (26, 28))
+  start = header + 30 + name_length + extra_length
+  raw[start + info.compress_size // 2] ^= 0x01
+  zip_path.write_bytes(bytes(raw))
+
+
+def test_bit_flipped_zip_member_names_the_zip_the_member_and_what_to_do(omniglot_dir):
+  zip_folder(omniglot_dir / "images_background")
+  zip_path = omniglot_dir / "images_background.zip"
+  member = "images_background/Back_2/character03/0203_02.png"
+  _flip_a_byte_of_member(zip_path, member)
+  with pytest.raises(data.CorruptFileError) as info:
+    omniglot.read_files(omniglot_dir)
+  message = str(info.value)
+  assert str(zip_path) in message and member in message and "CRC" in message
+  assert "Download images_background.zip again" in message and "extract" in message
+  assert info.value.path == zip_path
+
+
+def test_missing_data_suggests_only_commands_the_tools_accept(tmp_path):
+  from tests import test_prepare_data  # pylint: disable=g-import-not-at-top
+  with pytest.raises(data.DatasetNotFoundError) as info:
+    omniglot.read_files(tmp_path / "nowhere")
+  message = str(info.value)
+  assert "--gin_param='load_splits.source = \"tfds\"'" in message
+  assert "--gin_param='load_splits.download = True'" in message
+  assert "python tools/prepare_data.py --dataset=omniglot --source=tfds --download" in message
+  test_prepare_data.check_suggested_commands(message)
+
+
+def test_unprepared_tfds_suggests_only_commands_the_tools_accept(tmp_path):
+  from tests import test_prepare_data  # pylint: disable=g-import-not-at-top
+  with pytest.raises(data.DatasetNotFoundError) as info:
+    omniglot.read_tfds(data_dir=tmp_path / "tfds")
+  message = str(info.value)
+  assert "--gin_param='load_splits.download = True'" in message and "--tfds_dir" in message
+  test_prepare_data.check_suggested_commands(message)
+
+
+def test_lake_split_without_evaluation_suggests_real_commands(omniglot_dir):
+  from tests import test_prepare_data  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(omniglot_dir / "images_evaluation")
+  with pytest.raises(data.DatasetNotFoundError) as info:
+    omniglot.split(omniglot.read_files(omniglot_dir), "lake", omniglot_dir)
+  assert "--omniglot_split=vinyals" in str(info.value)
+  test_prepare_data.check_suggested_commands(str(info.value))
+
+
 def _mock_omniglot(alphabets=4, characters=5, drawers=6):
   """A TFDS as_dataset replacement yielding class-structured Omniglot examples."""
 

@@ -1,5 +1,7 @@
 """load_dataset: caching, sources, rotations and the errors a user sees first."""
 
+import logging
+
 import pytest
 
 from tf_metanas import data
@@ -7,6 +9,7 @@ from tf_metanas.data import glyphs
 from tf_metanas.data import registry
 from tf_metanas.data import synthetic
 from tests import test_omniglot
+from tests import test_prepare_data
 
 
 @pytest.fixture
@@ -77,6 +80,7 @@ def test_missing_dataset_names_files_place_and_tfds(name, expected, tmp_path):
   assert expected in message
   assert str(registry.default_data_dir(name)) in message
   assert "TFDS" in message
+  test_prepare_data.check_suggested_commands(message)
 
 
 def test_unknown_names_are_rejected():
@@ -106,3 +110,58 @@ def test_rotation_protocols_of_maml_and_reptile(omniglot_dir):
   assert no_val["train"].num_classes == 4 * cached["train"].num_classes
   with pytest.raises(ValueError, match=r"unknown rotations 'some'.*load_splits.rotations"):
     data.load_dataset("omniglot", data_dir=omniglot_dir, rotations="some")
+
+
+def _cache_file(cache_dir, name, split):
+  (path,) = (cache_dir / name).glob(f"*/{split}.npz")
+  return path
+
+
+def _flip_a_bit(path):
+  damaged = bytearray(path.read_bytes())
+  damaged[len(damaged) // 2] ^= 0x01
+  path.write_bytes(bytes(damaged))
+
+
+def test_corrupt_cache_is_rebuilt_from_the_raw_files_with_a_warning(omniglot_dir, tmp_path,
+                                                                   caplog):
+  first = data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  train = _cache_file(tmp_path / "c", "omniglot", "train")
+  train.write_bytes(train.read_bytes()[:100])  # truncated
+  with caplog.at_level(logging.WARNING):
+    again = data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  assert any(r.levelno == logging.WARNING and str(train) in r.getMessage()
+             for r in caplog.records), caplog.text
+  assert again["train"].class_names == first["train"].class_names
+  assert data.ImageStore.load(train).images.tobytes() == first["train"].images.tobytes()
+
+
+def test_corrupt_cache_without_raw_data_names_the_file_and_the_rebuild_command(omniglot_dir,
+                                                                              tmp_path):
+  data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  val = _cache_file(tmp_path / "c", "omniglot", "val")
+  _flip_a_bit(val)
+  for png in omniglot_dir.rglob("*.png"):  # the images are gone, their folders stay
+    png.unlink()
+  with pytest.raises(data.CorruptFileError) as info:
+    data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  message = str(info.value)
+  assert info.value.path == val and f"the cached file {val} is corrupt" in message
+  commands = test_prepare_data.check_suggested_commands(message)
+  assert ["python", "tools/prepare_data.py", "--dataset=omniglot", f"--data_dir={omniglot_dir}",
+          "--source=auto", "--omniglot_split=vinyals", f"--cache_dir={tmp_path / 'c'}",
+          "--refresh"] in commands
+
+
+def test_corrupt_glyph_cache_is_rendered_again(tmp_path, monkeypatch):
+  calls = []
+
+  def tiny_build(seed):
+    calls.append(seed)
+    return synthetic.prototype_splits(seed=seed)
+
+  monkeypatch.setattr(glyphs, "build", tiny_build)
+  data.load_dataset("glyphs", cache_dir=tmp_path / "c")
+  (tmp_path / "c" / "glyphs").joinpath(f"v{glyphs.VERSION}-seed0", "test.npz").write_bytes(b"")
+  assert data.load_dataset("glyphs", cache_dir=tmp_path / "c")["test"].num_classes == 5
+  assert calls == [0, 0]

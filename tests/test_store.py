@@ -1,5 +1,10 @@
 """ImageStore: construction, class indexing, rotations, the .npz cache, split checks."""
 
+import os
+import stat
+import tempfile
+import time
+
 import numpy as np
 import pytest
 
@@ -56,6 +61,80 @@ def test_corrupt_cache_file_names_its_path(tmp_path):
   path.write_bytes(b"not a zip")
   with pytest.raises(data.CorruptFileError, match="bad.npz"):
     data.ImageStore.load(path)
+
+
+def _truncated(raw):
+  return raw[:len(raw) // 2]
+
+
+def _bit_flipped(raw):
+  flipped = bytearray(raw)
+  flipped[len(raw) // 2] ^= 0x01
+  return bytes(flipped)
+
+
+@pytest.mark.parametrize("damage", [_truncated, lambda raw: b"", _bit_flipped],
+                         ids=["truncated", "empty", "bit_flipped"])
+def test_damaged_cache_file_raises_corrupt_file_error_naming_it(tmp_path, damage):
+  path = tmp_path / "s.npz"
+  _store().save(path)
+  path.write_bytes(damage(path.read_bytes()))
+  with pytest.raises(data.CorruptFileError, match="s.npz") as info:
+    data.ImageStore.load(path)
+  assert info.value.path == path
+
+
+def test_a_readable_npz_that_does_not_match_its_checksum_is_corrupt(tmp_path):
+  path, other = tmp_path / "s.npz", tmp_path / "other.npz"
+  _store().save(path)
+  assert store_lib.checksum_path(path).read_text().split() == [store_lib._sha256(path),
+                                                               "s.npz"]
+  _store().select_classes([1]).save(other)
+  os.replace(other, path)  # a complete npz, but not the one the checksum was written for
+  with pytest.raises(data.CorruptFileError, match=r"s\.npz is corrupt.*s\.npz\.sha256"):
+    data.ImageStore.load(path)
+
+
+def test_a_store_without_checksum_file_still_loads(tmp_path):
+  path = tmp_path / "s.npz"
+  _store().save(path)
+  store_lib.checksum_path(path).unlink()  # as written by versions before checksums
+  assert data.ImageStore.load(path).class_names == ("a", "b")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_cache_files_are_readable_by_the_group(tmp_path, umask):
+  path = tmp_path / "s.npz"
+  old_umask = os.umask(umask)
+  try:
+    _store().save(path)
+  finally:
+    os.umask(old_umask)
+  for written in (path, store_lib.checksum_path(path)):
+    mode = stat.S_IMODE(written.stat().st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IRUSR, f"{written}: {oct(mode)}"
+
+
+def _leftover(directory, age_seconds):
+  """A temporary file as a `save` killed mid-write leaves it: half an npz, from mkstemp."""
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+  with os.fdopen(fd, "wb") as f:
+    f.write(_truncated((directory / "train.npz").read_bytes()))
+  past = time.time() - age_seconds
+  os.utime(tmp, (past, past))
+  return tmp
+
+
+def test_stale_temporary_files_are_removed_when_splits_are_loaded_or_saved(tmp_path,
+                                                                           tiny_splits):
+  store_lib.save_splits(tiny_splits, tmp_path)
+  stale, fresh = _leftover(tmp_path, 120), _leftover(tmp_path, 0)
+  assert set(store_lib.load_splits(tmp_path)) == set(data.SPLITS)
+  assert not os.path.exists(stale)
+  assert os.path.exists(fresh)  # maybe still being written
+  stale = _leftover(tmp_path, 120)
+  store_lib.save_splits(tiny_splits, tmp_path)
+  assert not os.path.exists(stale) and os.path.exists(fresh)
 
 
 def test_load_splits_needs_every_split(tmp_path):

@@ -10,7 +10,15 @@ class DatasetNotFoundError(DataError, FileNotFoundError):
 
 
 class CorruptFileError(DataError, ValueError):
-  """A file exists but cannot be read as what it claims to be; the message names its path."""
+  """A file exists but cannot be read as what it claims to be; the message names its path.
+
+  Attributes:
+    path: the file at fault, when the raiser knows it (else None).
+  """
+
+  def __init__(self, message, path=None):
+    super().__init__(message)
+    self.path = path
 
 
 class EpisodeSpecError(DataError, ValueError):

@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 
 from tf_metanas.data import errors
+from tf_metanas.data import hints
 from tf_metanas.data import safe_pickle
 from tf_metanas.data import store as store_lib
 
@@ -54,7 +55,7 @@ FINE_TO_COARSE = (
 EXPECTED = (
     "expected in {data_dir} one of: FC100_train.pickle, FC100_val.pickle, FC100_test.pickle; "
     "the CIFAR-100 python version unpacked as cifar-100-python/ (train, test, meta; from "
-    "www.cs.toronto.edu/~kriz/cifar.html); or use source='tfds' with download enabled.")
+    "www.cs.toronto.edu/~kriz/cifar.html). ")
 
 
 def _split_of_superclass():
@@ -133,7 +134,8 @@ def read_files(data_dir):
     found = reader(root) if root.is_dir() else None
     if found is not None:
       return to_stores(*found)
-  raise errors.DatasetNotFoundError("no FC100 data: " + EXPECTED.format(data_dir=data_dir))
+  raise errors.DatasetNotFoundError("no FC100 data: " + EXPECTED.format(data_dir=data_dir)
+                                    + hints.how_to_download("fc100"))
 
 
 def read_tfds(data_dir=None, download=False):

@@ -24,11 +24,13 @@ Splits:
 import pathlib
 import re
 import zipfile
+import zlib
 
 from absl import logging
 import numpy as np
 
 from tf_metanas.data import errors
+from tf_metanas.data import hints
 from tf_metanas.data import images as images_lib
 from tf_metanas.data import store as store_lib
 
@@ -41,8 +43,12 @@ _MEMBER_RE = re.compile(r"^(?:[^/]+/)?([^/]+)/(character\d+)/([^/]+\.png)$")
 
 HOW_TO_GET = (
     "Get images_background.zip and images_evaluation.zip from the python/ folder of "
-    "github.com/brendenlake/omniglot and put them (zipped or unzipped) in {data_dir}, "
-    "or use the TFDS source with download enabled (--source=tfds --download).")
+    "github.com/brendenlake/omniglot and put them (zipped or unzipped) in {data_dir}.")
+
+
+def _how_to_get(data_dir):
+  """Where to get the files, and how to let TFDS download them instead."""
+  return HOW_TO_GET.format(data_dir=data_dir) + " " + hints.how_to_download("omniglot")
 
 
 def _sources(data_dir):
@@ -66,11 +72,23 @@ def _zip_members(path):
   try:
     archive = zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError) as e:
-    raise errors.CorruptFileError(f"{path} is not a readable zip file: {e}") from e
+    raise errors.CorruptFileError(f"{path} is not a readable zip file: {e}", path=path) from e
   with archive:
     for name in sorted(archive.namelist()):
       if _MEMBER_RE.match(name):
-        yield name, f"{path}:{name}", lambda name=name: archive.read(name)
+        yield name, f"{path}:{name}", lambda name=name: _read_member(archive, path, name)
+
+
+def _read_member(archive, path, name):
+  """The bytes of member `name` of the zip at `path`; a damaged member is CorruptFileError."""
+  try:
+    return archive.read(name)
+  except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+    raise errors.CorruptFileError(
+        f"member {name} of {path} is damaged ({type(e).__name__}: {e}). Download "
+        f"{path.name} again from the python/ folder of github.com/brendenlake/omniglot, or "
+        f"extract a good copy into {path.with_suffix('')} and remove the zip.",
+        path=path) from e
 
 
 def read_files(data_dir, size=IMAGE_SIZE):
@@ -89,7 +107,7 @@ def read_files(data_dir, size=IMAGE_SIZE):
         f"no Omniglot data in {data_dir}: expected folders or zips named "
         f"images_background[.zip] and images_evaluation[.zip] (or "
         f"images_background_small1/2), each holding <Alphabet>/characterNN/*.png. "
-        + HOW_TO_GET.format(data_dir=data_dir))
+        + _how_to_get(data_dir))
   characters, decoded = {}, 0
   for subset, path in sources:
     members = _zip_members(path) if path.suffix == ".zip" else _folder_members(path)
@@ -142,8 +160,10 @@ def _lake(keys, data_dir):
     missing = "images_background" if not background else "images_evaluation"
     raise errors.DatasetNotFoundError(
         f"the 'lake' split needs both the background and the evaluation alphabets, but "
-        f"{missing}[.zip] was not found in {data_dir}. Use split='vinyals' for a subset, or "
-        + HOW_TO_GET.format(data_dir=data_dir))
+        f"{missing}[.zip] was not found in {data_dir}. Use the 'vinyals' split for a subset "
+        f"(`{hints.prepare_command('omniglot', omniglot_split='vinyals')}` or "
+        f"`{hints.gin_params(omniglot_split='vinyals')}`), or get the missing files. "
+        + _how_to_get(data_dir))
   num_val = max(1, round(len(background) / 6)) if len(background) > 1 else 0
   val_alphabets = set(background[len(background) - num_val:])
 
@@ -175,7 +195,7 @@ def split(characters, split_name="vinyals", data_dir=""):
     if not part and name not in intended_empty:
       raise errors.DatasetNotFoundError(
           f"Omniglot split {split_name!r} leaves meta-{name} empty with the "
-          f"{len(keys)} characters found in {data_dir}. " + HOW_TO_GET.format(data_dir=data_dir))
+          f"{len(keys)} characters found in {data_dir}. " + _how_to_get(data_dir))
   image_shape = next(iter(characters.values())).shape[1:]
   return {name: store_lib.ImageStore.from_classes(
       ((f"{a}/{c}", a, characters[(s, a, c)]) for s, a, c in part), image_shape)

@@ -11,6 +11,7 @@ from tf_metanas.data import cache
 from tf_metanas.data import errors
 from tf_metanas.data import fc100
 from tf_metanas.data import glyphs
+from tf_metanas.data import hints
 from tf_metanas.data import mini_imagenet
 from tf_metanas.data import omniglot
 from tf_metanas.data import store as store_lib
@@ -77,13 +78,57 @@ def _read(name, source, data_dir, tfds_dir, download, omniglot_split):
       raise errors.DatasetNotFoundError(f"{files_error}\nTFDS: {tfds_error}") from None
 
 
+def _build(name, source, data_dir, tfds_dir, download, omniglot_split, seed):
+  """The splits built from the raw data (rendered, for glyphs)."""
+  if name == "glyphs":
+    return glyphs.build(seed)
+  return _read(name, source, data_dir, tfds_dir, download, omniglot_split)
+
+
+def _load_cache(directory, refresh):
+  """(splits or None, the CorruptFileError of a damaged cache or None).
+
+  A damaged cache is not an error yet: it is rebuilt from the raw data if that is there.
+  """
+  if refresh:
+    return None, None
+  try:
+    return store_lib.load_splits(directory), None
+  except errors.CorruptFileError as e:
+    logging.warning("The cached file %s is corrupt; rebuilding it from the raw data. (%s)",
+                    e.path, e)
+    return None, e
+
+
+def _rebuild_command(name, data_dir, source, cache_dir, download, tfds_dir, seed,
+                     omniglot_split):
+  """The tools/prepare_data.py command that rewrites this variant's cache."""
+  cache_root = cache.cache_root(cache_dir)
+  if name == "glyphs":
+    return hints.prepare_command(name, seed=seed, cache_dir=cache_root, refresh=True)
+  return hints.prepare_command(
+      name, data_dir=data_dir, source=source, tfds_dir=tfds_dir, download=download,
+      omniglot_split=omniglot_split if name == "omniglot" else None, cache_dir=cache_root,
+      refresh=True)
+
+
+def _unrebuildable(corrupt, command, build_error):
+  """The CorruptFileError of a damaged cache whose raw data cannot be read either."""
+  return errors.CorruptFileError(
+      f"the cached file {corrupt.path} is corrupt and the raw data to rebuild it is not "
+      f"available. Restore the raw data, then rebuild the cache with `{command}`. "
+      f"The cache: {corrupt} The raw data: {build_error}", path=corrupt.path)
+
+
 def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=False,
                  tfds_dir=None, seed=0, omniglot_split="vinyals", rotations=False,
                  refresh=False):
   """Loads the meta-train / meta-val / meta-test class splits of a dataset.
 
   The first call reads the source and writes `<cache>/<name>/<variant>/{train,val,test}.npz`;
-  later calls read the cache. Nothing is downloaded unless `download` is True.
+  later calls read the cache. A corrupt cache file (truncated, damaged, not matching its
+  `.sha256`) is rebuilt from the raw data, with a warning naming it. Nothing is downloaded
+  unless `download` is True.
 
   Args:
     name: "glyphs", "omniglot", "mini_imagenet" or "fc100".
@@ -104,6 +149,11 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
 
   Returns:
     A dict "train" / "val" / "test" -> ImageStore with disjoint classes.
+
+  Raises:
+    DatasetNotFoundError: the raw data is missing (the message says where to put it).
+    CorruptFileError: a raw file is damaged, or a cache file is and the raw data to
+      rebuild it is missing (the message names the file and the rebuild command).
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -118,15 +168,20 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
     variant = f"v{glyphs.VERSION}-seed{seed}"
   else:
     variant = f"{omniglot_split}-" if name == "omniglot" else ""
-    variant += f"{source}-{_files_fingerprint(data_dir)}-{_fingerprint(tfds_dir)}"
+    tfds_key = str(tfds_dir) if tfds_dir else None  # a str and a Path: the same cache
+    variant += f"{source}-{_files_fingerprint(data_dir)}-{_fingerprint(tfds_key)}"
   directory = cache.dataset_dir(name, variant, cache_dir)
-  splits = None if refresh else store_lib.load_splits(directory)
+  splits, corrupt = _load_cache(directory, refresh)
   if splits is None:
     logging.info("Preparing %s into %s", name, directory)
-    if name == "glyphs":
-      splits = glyphs.build(seed)
-    else:
-      splits = _read(name, source, data_dir, tfds_dir, download, omniglot_split)
+    try:
+      splits = _build(name, source, data_dir, tfds_dir, download, omniglot_split, seed)
+    except errors.DataError as e:
+      if corrupt is None:
+        raise
+      command = _rebuild_command(name, data_dir, source, cache_dir, download, tfds_dir, seed,
+                                 omniglot_split)
+      raise _unrebuildable(corrupt, command, e) from e
     store_lib.check_disjoint(splits)
     store_lib.save_splits(splits, directory)
   if rotations == "per_task":

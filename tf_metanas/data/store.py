@@ -2,15 +2,23 @@
 
 import dataclasses
 import functools
+import hashlib
 import os
 import pathlib
 import tempfile
+import time
+import zipfile
+import zlib
 
+from absl import logging
 import numpy as np
 
 from tf_metanas.data import errors
 
 SPLITS = ("train", "val", "test")
+CACHE_FILE_MODE = 0o644  # cache files are shared: readable by the group and others
+STALE_TMP_SECONDS = 60  # a temporary file untouched this long has no live writer
+_TMP_PATTERNS = ("*.npz.tmp", "*.npz.sha256.tmp")  # what `save` leaves if killed
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -116,31 +124,102 @@ class ImageStore:
     return ImageStore.from_classes(classes)
 
   def save(self, path):
-    """Writes the store as one `.npz`, atomically (a partial file never replaces a good one)."""
+    """Writes the store as one `.npz` and its SHA-256 beside it as `<path>.sha256`.
+
+    Both files are written atomically (a partial file never replaces a good one) and are
+    readable by the group and others (mode 0644), so users can share a cache. The old
+    checksum is removed before the new `.npz` is written: a kill at any point leaves
+    either a matching pair or a complete `.npz` without a checksum (loaded unverified as
+    the stores of older versions are), never a false mismatch.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        np.savez(f, images=self.images, labels=self.labels,
-                 class_names=np.array(self.class_names, dtype=str),
-                 class_groups=np.array(self.class_groups, dtype=str))
-      os.replace(tmp, path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+    checksum = checksum_path(path)
+    checksum.unlink(missing_ok=True)
+    digest = _write_atomically(path, self._write_npz)
+    _write_atomically(checksum, lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+
+  def _write_npz(self, f):
+    np.savez(f, images=self.images, labels=self.labels,
+             class_names=np.array(self.class_names, dtype=str),
+             class_groups=np.array(self.class_groups, dtype=str))
 
   @classmethod
   def load(cls, path):
-    """Reads a store written by `save`; a damaged file raises CorruptFileError naming it."""
+    """Reads a store written by `save`, checked against its `.sha256` file if there is one.
+
+    A store without a checksum file (written before checksums existed) loads unverified.
+
+    Raises:
+      CorruptFileError: the file is truncated, empty, damaged or does not match its
+        checksum; the message names it and `.path` holds it.
+    """
+    path = pathlib.Path(path)
+    _verify_checksum(path)
     try:
       with np.load(path, allow_pickle=False) as data:
         return cls(data["images"], data["labels"], tuple(data["class_names"].tolist()),
                    tuple(data["class_groups"].tolist()))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise errors.CorruptFileError(
-          f"cannot read cached store {path}: {e}. Delete it and prepare the dataset again."
-      ) from e
+          f"cannot read cached store {path}: {type(e).__name__}: {e}. Delete it and "
+          "prepare the dataset again.", path=path) from e
+
+
+def checksum_path(path):
+  """The file holding the SHA-256 of the store at `path`: `<path>.sha256`."""
+  path = pathlib.Path(path)
+  return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _verify_checksum(path):
+  """Raises CorruptFileError if `path` has a checksum file that it does not match."""
+  checksum = checksum_path(path)
+  try:
+    expected = checksum.read_text().split()
+  except FileNotFoundError:
+    return
+  except (OSError, UnicodeDecodeError) as e:
+    raise errors.CorruptFileError(f"cannot read the checksum file {checksum} of cached store "
+                                  f"{path}: {e}", path=path) from e
+  try:
+    actual = _sha256(path)
+  except OSError as e:
+    raise errors.CorruptFileError(f"cannot read cached store {path}: {e}", path=path) from e
+  if not expected or expected[0] != actual:
+    raise errors.CorruptFileError(
+        f"cached store {path} is corrupt: its SHA-256 is {actual}, but {checksum} records "
+        f"{expected[0] if expected else 'nothing'}", path=path)
+
+
+def _write_atomically(path, write):
+  """Writes `path` through `write(binary file)` into a temporary file, then renames it.
+
+  The temporary file (`<stem>.XXXXXXXX<suffixes>.tmp`, e.g. `train.k2j4.npz.tmp`) gets
+  mode 0644 before the rename: `mkstemp` creates 0600, which other users of a shared
+  cache cannot read. Returns the SHA-256 (hex) of the file written.
+  """
+  stem = path.name.split(".")[0]
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{stem}.",
+                             suffix="".join(path.suffixes) + ".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.chmod(tmp, CACHE_FILE_MODE)
+    digest = _sha256(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return digest
 
 
 def summarize(store):
@@ -164,14 +243,55 @@ def check_disjoint(splits):
       seen[name] = split
 
 
+def remove_stale_temporaries(directory, max_age=STALE_TMP_SECONDS):
+  """Removes the temporary files that a killed `save` left in `directory`.
+
+  Only `*.npz.tmp` and `*.npz.sha256.tmp` files not modified for `max_age` seconds are
+  removed. A live writer keeps its temporary file's modification time fresh as it writes
+  and renames it as soon as it is complete, so a file that old has no writer left (on a
+  shared cache too, where a writer's process id would mean nothing). Files that vanish or
+  cannot be removed (another user's, in a shared cache) are left alone.
+
+  Returns:
+    The paths removed.
+  """
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  removed, now = [], time.time()
+  for pattern in _TMP_PATTERNS:
+    for tmp in sorted(directory.glob(pattern)):
+      try:
+        if now - tmp.stat().st_mtime < max_age:
+          continue
+        tmp.unlink()
+      except OSError as e:
+        logging.debug("Leaving %s: %s", tmp, e)
+        continue
+      logging.info("Removed %s, left behind by an interrupted cache write", tmp)
+      removed.append(tmp)
+  return removed
+
+
 def save_splits(splits, directory):
-  """Saves each split store as `<directory>/<split>.npz`."""
+  """Saves each split store as `<directory>/<split>.npz` (see `ImageStore.save`).
+
+  Removes stale temporary files of interrupted writes first (`remove_stale_temporaries`).
+  """
+  remove_stale_temporaries(directory)
   for split, store in splits.items():
     store.save(pathlib.Path(directory) / f"{split}.npz")
 
 
 def load_splits(directory):
-  """Loads the stores saved by `save_splits`, or None if any split is missing."""
+  """Loads the stores saved by `save_splits`, or None if any split is missing.
+
+  Removes stale temporary files of interrupted writes first (`remove_stale_temporaries`).
+
+  Raises:
+    CorruptFileError: a split file is damaged (see `ImageStore.load`).
+  """
+  remove_stale_temporaries(directory)
   paths = {s: pathlib.Path(directory) / f"{s}.npz" for s in SPLITS}
   if not all(p.exists() for p in paths.values()):
     return None

@@ -3,6 +3,7 @@
 import tensorflow_datasets as tfds
 
 from tf_metanas.data import errors
+from tf_metanas.data import hints
 
 
 def builder(name, data_dir=None, download=False, manual_dir=None):
@@ -28,6 +29,6 @@ def examples(dataset_builder, split):
   except AssertionError as e:
     raise errors.DatasetNotFoundError(
         f"TFDS dataset {dataset_builder.name!r} is not prepared in "
-        f"{dataset_builder.data_dir}. Pass download=True (--download) to let TFDS "
-        f"download it, or point data_dir at a TFDS directory that has it.") from e
+        f"{dataset_builder.data_dir}. " + hints.how_to_prepare_tfds(dataset_builder.name)
+    ) from e
   return tfds.as_numpy(dataset)
