@@ -26,6 +26,7 @@ from tf_metanas.meta import optimizers
 from tf_metanas.methods import metanas
 from tf_metanas.search import Conv4
 from tf_metanas.search import SearchNetwork
+from tf_metanas.train import cli
 from tf_metanas.train import runner as runner_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -177,6 +178,71 @@ def test_make_strategy_names_and_errors(monkeypatch, mirrored):
   with pytest.raises(ValueError, match="set TF_CONFIG or pass worker_hosts"):
     distribute.make_strategy("multi_worker")
   assert distribute.is_chief(tf.distribute.get_strategy())
+
+
+# ---- device and flag checks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("devices", [["/cpu:1"], ["cpu:0", "/cpu"], ["/device:CPU:1"],
+                                     ["/job:localhost/replica:0/task:0/device:CPU:0"]])
+def test_devices_the_process_has_are_accepted(devices):
+  distribute.check_devices(devices)  # conftest: /cpu:0 and /cpu:1
+
+
+@pytest.mark.parametrize("name, devices, message", [
+    ("one_device", ["/cpu:5"], r"--devices=/cpu:5: this process has no device '/cpu:5'; its "
+     r"logical devices are /cpu:0, /cpu:1; --cpu_devices=N splits"),
+    ("mirrored", ["/cpu:0", "/cpu:2"], r"--devices=/cpu:0,/cpu:2: .* no device '/cpu:2'"),
+    ("mirrored", ["bogus"], r"--devices=bogus: not a device name"),
+])
+def test_make_strategy_refuses_devices_the_process_does_not_have(name, devices, message):
+  with pytest.raises(distribute.DeviceError, match=message):
+    distribute.make_strategy(name, devices=devices)
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="has a GPU")
+def test_make_strategy_names_the_missing_gpu():
+  with pytest.raises(distribute.DeviceError, match=r"no device '/gpu:0'; its logical devices "
+                     r"are /cpu:0, /cpu:1; TensorFlow sees no GPU .* --cpu_devices=N"):
+    distribute.make_strategy("mirrored", devices=["/gpu:0"])
+
+
+@pytest.mark.parametrize("flag_values, message", [
+    (("default", None, ["a:1", "b:2"], None), r"--worker_hosts only applies to "
+     r"--strategy=multi_worker, not --strategy=default"),
+    (("one_device", None, None, 0), r"--task_index only applies to --strategy=multi_worker, "
+     r"not --strategy=one_device"),
+    (("mirrored", None, ["a:1"], 1), r"--worker_hosts and --task_index only apply to "
+     r"--strategy=multi_worker"),
+    (("default", ["/cpu:0"], None, None), r"--devices only applies to "
+     r"--strategy=one_device or mirrored, not --strategy=default"),
+    (("multi_worker", ["/cpu:0"], ["a:1"], None), r"--devices only applies"),
+    (("one_device", ["/cpu:0", "/cpu:1"], None, None), r"--strategy=one_device runs on one "
+     r"device, --devices names 2: .* --strategy=mirrored"),
+    (("multi_worker", None, None, 1), r"--task_index needs --worker_hosts"),
+    (("multi_worker", None, ["a:1", "b:2"], 2), r"--task_index=2 is not an index of the 2 "
+     r"--worker_hosts: pass 0 .. 1"),
+])
+def test_flags_that_do_not_go_together_are_named(flag_values, message):
+  with pytest.raises(ValueError, match=message):
+    cli.check_flags(*flag_values)
+
+
+@pytest.mark.parametrize("flag_values", [
+    ("default", None, None, None), ("one_device", ["/gpu:3"], None, None),
+    ("mirrored", ["/cpu:0", "/cpu:1"], None, None), ("multi_worker", None, None, None),
+    ("multi_worker", None, ["a:1", "b:2"], 1)])
+def test_flags_that_go_together_pass(flag_values):
+  cli.check_flags(*flag_values)
+
+
+def test_train_binary_names_a_missing_device_cleanly(tmp_path):
+  run = subprocess.run(_train_command(tmp_path, "--strategy=one_device", "--devices=/cpu:5"),
+                       env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert run.returncode == 1
+  assert "--devices=/cpu:5: this process has no device '/cpu:5'" in run.stderr
+  assert "its logical devices are /cpu:0;" in run.stderr and "Traceback" not in run.stderr
+  assert not (tmp_path / "operative_config.gin").exists()
 
 
 # ---- the binaries under strategies --------------------------------------------------------

@@ -24,6 +24,10 @@ class ReplicaError(ValueError):
   """A batch that cannot be split evenly over the replicas."""
 
 
+class DeviceError(ValueError):
+  """Devices asked for (`--devices`) that this process does not have."""
+
+
 def configure_cpu_devices(count):
   """Splits the host CPU into `count` logical devices (e.g. to run MirroredStrategy on a
   machine without GPUs). Must run before TensorFlow initializes its devices."""
@@ -54,23 +58,90 @@ def make_strategy(name="default", devices=None, worker_hosts=None, task_index=0)
   Args:
     name: "default", "one_device", "mirrored" or "multi_worker".
     devices: devices of "one_device" (the first) or "mirrored" (default: every GPU, or
-      every logical CPU device if there is no GPU).
+      every logical CPU device if there is no GPU); each must exist in this process.
     worker_hosts: "multi_worker": the workers' host:port, overriding TF_CONFIG.
     task_index: "multi_worker": this process's index in worker_hosts.
+
+  Raises:
+    ValueError: an unknown strategy, or "multi_worker" without a cluster.
+    DeviceError: a device this process does not have.
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
   if name == "default":
     return tf.distribute.get_strategy()
+  if devices:
+    check_devices(devices)
   if name == "one_device":
     return tf.distribute.OneDeviceStrategy((devices or [local_devices()[0]])[0])
   if name == "mirrored":
-    return tf.distribute.MirroredStrategy(devices or local_devices())
+    return tf.distribute.MirroredStrategy(devices or _default_mirrored_devices())
   resolver = _cluster_resolver(worker_hosts, task_index)
   strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
   logging.info("multi-worker: %s %d of %d replicas", resolver.task_type, resolver.task_id,
                strategy.num_replicas_in_sync)
   return strategy
+
+
+def _short_name(device):
+  """"/job:localhost/replica:0/task:0/device:CPU:1" -> "/cpu:1" (as --devices takes it)."""
+  spec = tf.DeviceSpec.from_string(device)
+  return f"/{spec.device_type.lower()}:{spec.device_index}"
+
+
+def _device_key(device):
+  """(type, index) of a device name, e.g. ("CPU", 5) for "/cpu:5"; index None for "/cpu"."""
+  try:
+    spec = tf.DeviceSpec.from_string(device)
+  except ValueError as e:
+    raise DeviceError(f"--devices={device}: not a device name (expected e.g. /gpu:0 or "
+                      f"/cpu:1): {e}") from e
+  if not spec.device_type:
+    raise DeviceError(f"--devices={device}: names no device type (expected e.g. /gpu:0 or "
+                      "/cpu:1)")
+  return spec.device_type.upper(), spec.device_index
+
+
+def _missing_device_hint(device_type, existing_types):
+  """What would give the process devices of `device_type`."""
+  if device_type == "GPU" and "GPU" not in existing_types:
+    return ("TensorFlow sees no GPU (no CUDA driver, or TensorFlow without CUDA: pip install "
+            "-e '.[gpu]'); to run replicas on the CPU drop --devices and pass "
+            "--strategy=mirrored --cpu_devices=N")
+  if device_type == "CPU":
+    return "--cpu_devices=N splits the host CPU into N logical devices /cpu:0 .. /cpu:N-1"
+  return "pass devices of the list above"
+
+
+def check_devices(devices):
+  """Raises DeviceError unless every device of `devices` exists in this process (its
+  logical devices, tf.config.list_logical_devices), naming the ones that do."""
+  existing = [d.name for d in tf.config.list_logical_devices()]
+  keys = {_device_key(name) for name in existing}
+  for device in devices:
+    device_type, index = _device_key(device)
+    if (device_type, index) in keys or (index is None and
+                                        any(t == device_type for t, _ in keys)):
+      continue
+    names = ", ".join(_short_name(name) for name in existing)
+    hint = _missing_device_hint(device_type, {t for t, _ in keys})
+    raise DeviceError(f"--devices={','.join(devices)}: this process has no device "
+                      f"{device!r}; its logical devices are {names}; {hint}")
+
+
+def _default_mirrored_devices():
+  """Every GPU, else every logical CPU device, warning when that is a single replica."""
+  devices = local_devices()
+  if tf.config.list_logical_devices("GPU"):
+    return devices
+  if len(devices) == 1:
+    logging.warning("--strategy=mirrored: TensorFlow sees no GPU and one CPU device, so this "
+                    "runs ONE replica on %s; --cpu_devices=N splits the host CPU into N "
+                    "replicas", _short_name(devices[0]))
+  else:
+    logging.info("--strategy=mirrored: no GPU; %d replicas on the logical CPU devices %s",
+                 len(devices), ", ".join(_short_name(d) for d in devices))
+  return devices
 
 
 def local_devices():
