@@ -224,8 +224,8 @@ def test_every_gin_file_parses(path):
 
 RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "accuracy", "ci95",
                "num_tasks", "meta_iterations", "tasks_seen", "train_seconds", "test_seconds",
-               "parameters", "transductive_batch_norm", "seed", "config_hash", "protocol",
-               "method_results", "selection")
+               "parameters", "transductive_batch_norm", "seed", "deterministic", "config_hash",
+               "protocol", "method_results", "selection")
 
 
 @pytest.mark.slow

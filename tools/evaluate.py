@@ -16,6 +16,7 @@ of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
 """
 
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -46,11 +47,15 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e))
   strategy = cli.strategy_from_flags()
-  with strategy.scope():
-    runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
-  if not runner.restore():
-    raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
-  results = runner.test(_RESULTS.value)
+  try:
+    with strategy.scope():
+      runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
+    if not runner.restore():
+      raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
+    results = runner.test(_RESULTS.value)
+  except runner_lib.RUN_ERRORS as e:
+    logging.error("%s", e)
+    sys.exit(1)
   for line in runner.summary_lines(results):
     logging.info("%s", line)
   if _DECODED.value != "kept_weights":

@@ -13,6 +13,7 @@ import dataclasses
 import gin
 import tensorflow as tf
 
+from tf_metanas import checks
 from tf_metanas.meta import optimizers
 
 
@@ -25,6 +26,10 @@ class ParamGroup:
   optimizer: object = optimizers.SGD()
   learning_rate: float = 0.01
   weight_decay: float = 0.0
+
+  def __post_init__(self):
+    checks.number(f"{self.name}/ParamGroup.learning_rate", self.learning_rate)
+    checks.number(f"{self.name}/ParamGroup.weight_decay", self.weight_decay)
 
 
 @gin.configurable(module="tf_metanas.meta")

@@ -1,7 +1,9 @@
 """Runner: the outer loop around a MetaLearner, with everything a run needs in its model_dir.
 
 model_dir/
-  operative_config.gin     the gin bindings in force
+  .lock                    held while a process trains or meta-tests it (`lock.py`)
+  operative_config.gin     the gin bindings in force (a resume with changed safe bindings
+                           keeps the one before as operative_config.<step>.gin)
   ckpt-*                   tf.train.CheckpointManager checkpoints: model, meta optimizers,
                            meta step (= the episode sampler's position), inner lrs
   train/, eval/            TensorBoard events: Train/..., Eval/... scalars, the config text
@@ -12,8 +14,16 @@ With several workers (MultiWorkerMirroredStrategy) every worker runs the same Ru
 same model_dir (a shared filesystem): all sample the same meta-batches and take part in
 every step, only the chief writes model_dir; the others write their (identical) checkpoints
 to a scratch directory they delete, and restore from the chief's.
+
+Nothing silent, nothing lost: only one process trains or meta-tests a model_dir at a time;
+a resume compares the configuration with the stored one before touching anything
+(`config_diff`); it falls back past an unreadable checkpoint to the newest readable one,
+removes what a killed save left, and drops the events the killed run wrote after its last
+checkpoint, which the resumed run writes again; a non-finite loss or meta-parameter stops
+the run before it is checkpointed (`divergence`).
 """
 
+import contextlib
 import hashlib
 import json
 import pathlib
@@ -26,12 +36,29 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas import checks
+from tf_metanas import determinism
 from tf_metanas import distribute
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.data import errors
 from tf_metanas.data import registry
 from tf_metanas.data import streams as streams_lib
 from tf_metanas.data import synthetic
+from tf_metanas.train import checkpoints
+from tf_metanas.train import config_diff
+from tf_metanas.train import divergence
+from tf_metanas.train import events
+from tf_metanas.train import lock
+
+
+class ConfigMismatchError(ValueError):
+  """A resume with other bindings than the stored run's."""
+
+
+# Errors that say what is wrong and what would work: the binaries log them and exit 1.
+RUN_ERRORS = (divergence.DivergedError, lock.ModelDirLockedError, ConfigMismatchError,
+              checkpoints.CorruptCheckpointError, checkpoints.CheckpointMismatchError,
+              checks.ConfigValueError, errors.DataError)
 
 
 def confidence_interval(accuracies):
@@ -109,11 +136,18 @@ class Runner:
                splits=None, max_checkpoints=3, streams=(streams_lib.TaskStream(),),
                dataset=None, select_on_val=False):
     self.model_dir = pathlib.Path(model_dir)
-    self.meta_batch_size, self.num_iterations = int(meta_batch_size), int(num_iterations)
-    self.eval_every, self.eval_tasks, self.test_tasks = eval_every, eval_tasks, test_tasks
-    self.test_batch_size, self.checkpoint_every = test_batch_size, checkpoint_every
-    self.log_every = log_every
-    self.seed, self.dataset = int(seed), dataset or ("custom" if splits else _dataset_name())
+    self.meta_batch_size = checks.count("Runner.meta_batch_size", meta_batch_size)
+    self.num_iterations = checks.count("Runner.num_iterations", num_iterations, 0,
+                                       "meta-tests the initialization untrained")
+    self.eval_every = checks.count("Runner.eval_every", eval_every, 0, "never meta-validates")
+    self.eval_tasks = checks.count("Runner.eval_tasks", eval_tasks)
+    self.test_tasks = checks.count("Runner.test_tasks", test_tasks)
+    self.test_batch_size = checks.count("Runner.test_batch_size", test_batch_size)
+    self.checkpoint_every = checks.count("Runner.checkpoint_every", checkpoint_every)
+    self.log_every = checks.count("Runner.log_every", log_every)
+    max_checkpoints = checks.count("Runner.max_checkpoints", max_checkpoints)
+    self.seed = checks.count("Runner.seed", seed, 0)
+    self.dataset = dataset or ("custom" if splits else _dataset_name())
     splits = splits if splits is not None else load_splits()
     self.splits = splits
     train_spec = train_spec or episodes_lib.EpisodeSpec()
@@ -161,9 +195,28 @@ class Runner:
     self.best_manager = (tf.train.CheckpointManager(self.checkpoint, str(self.model_dir / "best"),
                                                     max_to_keep=1)
                          if self.select_on_val else None)
-    self.writers = {name: tf.summary.create_file_writer(str(self.model_dir / name))
-                    if self.chief else tf.summary.create_noop_writer()
-                    for name in ("train", "eval")}
+    self._writers, self._lock = {}, None
+
+  def writer(self, name):
+    """The summary writer of model_dir/`name` ("train", "eval"), opened on first use
+    (after a resume dropped the events it writes again); a no-op writer off the chief."""
+    if name not in self._writers:
+      self._writers[name] = (tf.summary.create_file_writer(str(self.model_dir / name))
+                             if self.chief else tf.summary.create_noop_writer())
+    return self._writers[name]
+
+  @contextlib.contextmanager
+  def _holding(self):
+    """Holds model_dir's lock (the chief; once, however deeply nested)."""
+    if not self.chief or self._lock:
+      yield
+      return
+    with lock.ModelDirLock(self.model_dir) as held:
+      self._lock = held
+      try:
+        yield
+      finally:
+        self._lock = None
 
   def _stream_samplers(self, streams, train, train_spec):
     """An EpisodeSampler per stream the learner's rule reads."""
@@ -189,34 +242,55 @@ class Runner:
   def parameter_count(self):
     return int(sum(np.prod(v.shape) for v in self.model.weight_variables))
 
-  def _write_config(self):
+  def _config_changes(self, force_resume):
+    """The changes from the stored operative config to this one when resuming: raises
+    ConfigMismatchError listing the unsafe ones (unless `force_resume`), before anything
+    in model_dir is touched."""
+    stored = self.model_dir / "operative_config.gin"
+    if not (self.has_checkpoint() and stored.exists()):
+      return []
+    changes = config_diff.diff(stored.read_text(), gin.operative_config_str())
+    unsafe = [str(c) for c in changes if not c.safe]
+    if unsafe and not force_resume:
+      raise ConfigMismatchError(
+          f"{self.model_dir} holds a run of another configuration; resuming it would mix "
+          f"the two. Changed: " + "; ".join(unsafe) + ". Only how long it trains and how it "
+          f"logs, validates, checkpoints and meta-tests may change on a resume "
+          f"({', '.join(sorted(config_diff.SAFE))}). Use a new --model_dir, or "
+          f"--force_resume to resume with these changes")
+    for change in changes:
+      logging.warning("Resuming with a changed binding: %s", change)
+    return changes
+
+  def _write_config(self, changes, step):
+    """Writes the operative config (the stored one kept as operative_config.<step>.gin when
+    the resume changed it)."""
     if not self.chief:
       return
     self.model_dir.mkdir(parents=True, exist_ok=True)
-    config = gin.operative_config_str()
-    (self.model_dir / "operative_config.gin").write_text(config)
-    with self.writers["train"].as_default():
-      tf.summary.text("operative_config", "    " + config.replace("\n", "\n    "), step=0)
+    path, config = self.model_dir / "operative_config.gin", gin.operative_config_str()
+    if changes:
+      path.replace(self.model_dir / f"operative_config.{step}.gin")
+    path.write_text(config)
+    with self.writer("train").as_default():
+      tf.summary.text("operative_config", "    " + config.replace("\n", "\n    "), step=step)
 
   def has_checkpoint(self):
     """Whether model_dir holds a checkpoint to resume from."""
     return tf.train.latest_checkpoint(str(self.model_dir)) is not None
 
   def restore(self):
-    """Restores the latest checkpoint, if any; returns the meta step to continue from."""
-    latest = tf.train.latest_checkpoint(str(self.model_dir))
-    if latest:
-      try:
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-      except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-        raise ValueError(
-            f"{latest} does not fit this configuration: it was written by another "
-            f"configuration or an older tf_metanas (before the engine of issue 13, with one "
-            f"meta optimizer per group and the run's training time; METANAS before the "
-            f"authors' conv_3x3; a run without carry_inner_state or per_step_bn_weights, "
-            f"...). Use a new --model_dir, or the configuration and version that wrote it. "
-            f"{e}") from e
-      logging.info("Restored %s (meta step %d)", latest, int(self.learner.step.numpy()))
+    """Restores the newest readable checkpoint, if any; returns the meta step to continue
+    from."""
+    restored = checkpoints.restore_newest(
+        self.checkpoint, self.model_dir,
+        "it was written by another configuration or an older tf_metanas (before the engine "
+        "of issue 13, with one meta optimizer per group and the run's training time; "
+        "METANAS before the authors' conv_3x3; a run without carry_inner_state or "
+        "per_step_bn_weights, ...). Use a new --model_dir, or the configuration and version "
+        "that wrote it. ")
+    if restored:
+      logging.info("Restored %s (meta step %d)", restored, int(self.learner.step.numpy()))
     self._restore_best_record()
     return int(self.learner.step.numpy())
 
@@ -262,10 +336,20 @@ class Runner:
                      (index + 1) * self.test_batch_size, num_tasks)
     return tf.nest.map_structure(lambda *parts: np.concatenate(parts)[:num_tasks], *outputs)
 
-  def train(self):
-    """Meta-trains from the latest checkpoint (or from scratch) to num_iterations."""
-    self._write_config()
-    start = self.restore()
+  def train(self, force_resume=False):
+    """Meta-trains from the latest checkpoint (or from scratch) to num_iterations, holding
+    model_dir; `force_resume` resumes even with changed unsafe bindings."""
+    with self._holding():
+      changes = self._config_changes(force_resume)
+      for directory in (self.model_dir, self.model_dir / "best"):
+        checkpoints.remove_orphans(directory)
+      start = self.restore()
+      for name in ("train", "eval"):
+        events.purge_after(self.model_dir / name, start)
+      self._write_config(changes, start)
+      self._train_from(start)
+
+  def _train_from(self, start):
     if start >= self.num_iterations:
       return
     data = {name: iter(sampler.dataset(self.meta_batch_size, start_batch=start,
@@ -274,13 +358,15 @@ class Runner:
     tick, tick_step = time.perf_counter(), start
     for step in range(start + 1, self.num_iterations + 1):
       began = time.perf_counter()
-      with self.writers["train"].as_default():  # what the learner's hooks write
+      with self.writer("train").as_default():  # what the learner's hooks write
         metrics = self.learner.train_step({name: next(it) for name, it in data.items()})
+      divergence.check_metrics(step, metrics)
+      divergence.check_parameters(step, self.learner.meta_groups)
       self.train_seconds.assign_add(time.perf_counter() - began)
       if step % self.log_every == 0 or step == self.num_iterations:
         rate = (step - tick_step) / (time.perf_counter() - tick)
         tick, tick_step = time.perf_counter(), step
-        with self.writers["train"].as_default():
+        with self.writer("train").as_default():
           for key, value in metrics.items():
             tf.summary.scalar(f"Train/{key}", value, step=step)
           tf.summary.scalar("Train/iterations_per_second", rate, step=step)
@@ -302,7 +388,7 @@ class Runner:
       self.best["accuracy"].assign(accuracy)
       self.best["step"].assign(step)
       self._save(self.best_manager, step)
-    with self.writers["eval"].as_default():
+    with self.writer("eval").as_default():
       tf.summary.scalar("Eval/selected_val_accuracy", float(self.best["accuracy"].numpy()),
                         step=step)
       tf.summary.scalar("Eval/selected_step", int(self.best["step"].numpy()), step=step)
@@ -327,8 +413,9 @@ class Runner:
   def _log_eval(self, split, num_tasks, step):
     """Evaluates, writes Eval/ summaries (and the learner's own); returns the results."""
     outputs = self.evaluate(split, num_tasks)
+    divergence.check_metrics(step, {"loss": np.mean(outputs["loss"])}, f"meta-{split} at")
     mean, ci = confidence_interval(outputs["accuracy"])
-    with self.writers["eval"].as_default():
+    with self.writer("eval").as_default():
       tf.summary.scalar(f"Eval/{split}_accuracy", mean, step=step)
       tf.summary.scalar(f"Eval/{split}_accuracy_ci95", ci, step=step)
       tf.summary.scalar(f"Eval/{split}_loss", float(np.mean(outputs["loss"])), step=step)
@@ -358,13 +445,18 @@ class Runner:
             "num_tasks": self.test_tasks}
 
   def test(self, results_name="results.json"):
+    """The final meta-test, holding model_dir (see `_test`)."""
+    with self._holding():
+      return self._test(results_name)
+
+  def _test(self, results_name):
     """The final meta-test: writes and returns the results, one schema for every method:
 
       method, dataset, num_ways, num_shots, num_queries, accuracy and ci95 (95% CI over
       tasks), num_tasks, meta_iterations, tasks_seen (meta-training tasks, every stream),
       train_seconds and test_seconds (wall-clock), parameters (the mean over tasks of the
       parameters each task predicts with: task-specific for METANAS), transductive
-      BatchNorm or not, seed, config_hash (of the operative gin config), protocol (the
+      BatchNorm or not, seed, deterministic (bit-identical reruns: `determinism`), config_hash (of the operative gin config), protocol (the
       meta-test protocol in full), method_results (the method's own section) and selection
       (the checkpoint meta-tested: the last, or the best on meta-validation).
     """
@@ -385,6 +477,7 @@ class Runner:
         "test_seconds": time.perf_counter() - began,
         "parameters": evaluation["parameters"],
         "transductive_batch_norm": self.learner.transductive, "seed": self.seed,
+        "deterministic": determinism.enabled(),
         "config_hash": hashlib.sha256(config.encode("utf-8")).hexdigest()[:16],
         "protocol": self.protocol(), "method_results": evaluation["method_results"]}
     results["selection"] = ({"by": "meta-validation accuracy", **selection} if selection
@@ -406,9 +499,11 @@ class Runner:
             f"meta-iterations in {results['train_seconds']:.0f} s"
            ] + self.learner.report(results["method_results"])
 
-  def run(self):
-    self.train()
-    results = self.test()
-    for writer in self.writers.values():
+  def run(self, force_resume=False):
+    """Meta-trains (see `train`) and meta-tests, holding model_dir throughout."""
+    with self._holding():
+      self.train(force_resume)
+      results = self.test()
+    for writer in self._writers.values():
       writer.flush()
     return results
