@@ -207,6 +207,8 @@ def test_the_split_modes():
   train, arch = (s.store(splits["train"], seed=0) for s in caml.caml_streams("class"))
   assert not set(train.class_names) & set(arch.class_names)
   assert len(train.class_names) + len(arch.class_names) == 10
+  opml = caml.caml_streams("class", update_rule="opml")[0].store(splits["train"], seed=0)
+  assert len(opml.class_names) == 10  # Eq. 10 reads "train" alone: all of meta-train
   with pytest.raises(ValueError, match="split_mode"):
     caml.caml_streams("tasks")
 

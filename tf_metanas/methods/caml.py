@@ -122,17 +122,20 @@ def choose_edge(alpha, free, op_names, criterion="layer_confidence"):
 
 
 @gin.configurable(module="tf_metanas.methods")
-def caml_streams(split_mode="batch", pool=0, arch_stream="arch"):
+def caml_streams(split_mode="batch", pool=0, arch_stream="arch", update_rule="caml"):
   """The two task streams of CAML: "train" (theta's tasks) and `arch_stream` (phi's).
 
   split_mode "batch" (the authors' code): both from every meta-train class, each drawing
   its own tasks (a meta-batch of 2 + 2 is the authors' meta-batch of 4 cut in halves);
   "class" (the paper): disjoint halves of the meta-train classes (split-weights and
-  split-arch). `pool`: TaskStream.pool of both.
+  split-arch). `pool`: TaskStream.pool of both. With `update_rule` "opml" (Eq. 10: one
+  joint pass over meta-training tasks, which reads only "train") "train" has every
+  meta-train class whatever the split.
   """
   if split_mode not in SPLIT_MODES:
     raise ValueError(f"caml_streams.split_mode = {split_mode!r}; use one of {SPLIT_MODES}")
-  halves = ((0.0, 1.0), (0.0, 1.0)) if split_mode == "batch" else ((0.0, 0.5), (0.5, 1.0))
+  whole = split_mode == "batch" or update_rule == "opml"
+  halves = ((0.0, 1.0), (0.0, 1.0)) if whole else ((0.0, 0.5), (0.5, 1.0))
   return (streams_lib.TaskStream("train", halves[0], "class", pool=pool),
           streams_lib.TaskStream(arch_stream, halves[1], "class", pool=pool))
 
