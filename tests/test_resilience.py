@@ -200,3 +200,27 @@ def test_a_run_killed_in_meta_validation_validates_again_and_logs_each_step_once
   assert _steps(tmp_path / "train", "Train/query_loss") == [1, 2, 3, 4]
   assert _steps(tmp_path / "eval", "Eval/val_accuracy") == [3]
   assert not (tmp_path / "ckpt-3_temp").exists()
+
+
+def test_a_transient_error_is_not_a_reason_to_fall_back(tmp_path):
+  """Falling back past a checkpoint that a worker could not reach for a moment would put
+  the workers of one run at different checkpoints: only damaged or missing files count."""
+  _runner(tmp_path).train()
+
+  class Unreachable:
+    def restore(self, path):
+      raise tf.errors.UnavailableError(None, None, f"{path}: the file system is busy")
+
+  with pytest.raises(tf.errors.UnavailableError):
+    checkpoints.restore_newest(Unreachable(), tmp_path)
+
+
+def test_a_resume_whose_newest_checkpoint_lost_its_index_still_compares_configs(tmp_path):
+  _runner(tmp_path, "Runner.num_iterations = 3").train()
+  (tmp_path / "ckpt-3.index").unlink()
+  stored = (tmp_path / "operative_config.gin").read_bytes()
+  with pytest.raises(runner_lib.ConfigMismatchError, match="WAYS: 5 -> 3"):
+    _runner(tmp_path, "Runner.num_iterations = 3", "WAYS = 3").train()
+  assert (tmp_path / "operative_config.gin").read_bytes() == stored
+  runner = _runner(tmp_path, "Runner.num_iterations = 3")
+  assert runner.restore() == 2  # NotFound: the one before it

@@ -53,16 +53,16 @@ def main(argv):
     if not runner.restore():
       raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
     results = runner.test(_RESULTS.value)
+    for line in runner.summary_lines(results):
+      logging.info("%s", line)
+    if _DECODED.value != "kept_weights":
+      settings = getattr(runner.learner, "retraining", None)  # CAML's evaluation budget
+      with strategy.scope():
+        summary = from_scratch.evaluate(runner, results, settings, _DECODED.value)
+      logging.info("%s", from_scratch.summary_line(summary))
   except runner_lib.RUN_ERRORS as e:
     logging.error("%s", e)
     sys.exit(1)
-  for line in runner.summary_lines(results):
-    logging.info("%s", line)
-  if _DECODED.value != "kept_weights":
-    settings = getattr(runner.learner, "retraining", None)  # CAML's evaluation budget
-    with strategy.scope():
-      summary = from_scratch.evaluate(runner, results, settings, _DECODED.value)
-    logging.info("%s", from_scratch.summary_line(summary))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,18 @@ import shutil
 from absl import logging
 import tensorflow as tf
 
-# A checkpoint that cannot be read (truncated, emptied, bit-flipped files) raises these.
-_UNREADABLE = (IndexError, OSError, tf.errors.DataLossError, tf.errors.OpError)
+# A checkpoint whose files are damaged (truncated, emptied, bit-flipped: TensorFlow's CRCs)
+# or missing raises these; a transient error (unavailable, permission, resources) does not
+# count: falling back past it would put workers of one run at different checkpoints.
+_UNREADABLE_CODES = (tf.errors.DATA_LOSS, tf.errors.NOT_FOUND, tf.errors.OUT_OF_RANGE,
+                     tf.errors.UNKNOWN)
 # One that is read but holds other objects (another configuration) raises these.
 _MISMATCH = (AssertionError, ValueError, tf.errors.InvalidArgumentError)
+
+
+def _unreadable(error):
+  return isinstance(error, IndexError) or (
+      isinstance(error, tf.errors.OpError) and error.error_code in _UNREADABLE_CODES)
 
 
 class CheckpointMismatchError(ValueError):
@@ -38,7 +46,9 @@ def restore_newest(checkpoint, directory, mismatch_hint=""):
     except _MISMATCH as e:
       raise CheckpointMismatchError(
           f"{path} does not fit this configuration: {mismatch_hint}{e}") from e
-    except _UNREADABLE as e:
+    except (IndexError, tf.errors.OpError) as e:
+      if not _unreadable(e):
+        raise
       reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
       logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before it",
                       path, reason)

@@ -9,10 +9,12 @@ seeds, ...) must be the one its checkpoints were written with.
 import dataclasses
 import re
 
-# Runner arguments that change neither the meta-training nor what its checkpoints hold.
+# Arguments that change neither the meta-training nor what its checkpoints hold: the
+# Runner's, and the same of a from-scratch retraining's Runner (`FromScratch`).
 SAFE = frozenset({"Runner.num_iterations", "Runner.log_every", "Runner.eval_every",
                   "Runner.eval_tasks", "Runner.test_tasks", "Runner.test_batch_size",
-                  "Runner.checkpoint_every", "Runner.max_checkpoints"})
+                  "Runner.checkpoint_every", "Runner.max_checkpoints",
+                  "FromScratch.iterations", "FromScratch.eval_every", "FromScratch.eval_tasks"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,8 @@ class DivergedError(FloatingPointError):
 
 _KNOBS = ("the inner learning rates (<group>/ParamGroup.learning_rate), the meta learning "
           "rates (the method's meta_learning_rates, or MetaOptimizer / the meta optimizer's "
-          "learning_rate), or clip the meta-gradient (MetaLearner.meta_gradient_clip)")
+          "learning_rate), or clip the meta-gradient (MetaLearner.meta_gradient_clip); to "
+          "resume this model_dir with them, pass --force_resume")
 
 
 def check_metrics(step, metrics, what="meta-iteration"):

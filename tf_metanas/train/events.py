@@ -16,7 +16,7 @@ def purge_after(log_dir, step):
     kept = [r for r in records if tf.compat.v1.Event.FromString(r).step <= step]
     if len(kept) == len(records) and not truncated:
       continue
-    tmp = path.with_name(path.name + ".purging")
+    tmp = path.with_name("purging.tmp")  # no "tfevents" in it: TensorBoard skips it
     with tf.io.TFRecordWriter(str(tmp)) as writer:
       for record in kept:
         writer.write(record)

@@ -120,7 +120,7 @@ def retrain(runner, genotype, settings, init="from_scratch"):
       learner=lambda model, seed: learner_for(settings, model, seed),
       train_spec=train_spec, test_spec=runner.samplers["test"].spec,
       meta_batch_size=settings.meta_batch_size, num_iterations=settings.iterations,
-      eval_every=settings.eval_every, eval_tasks=settings.eval_tasks, test_tasks=0,
+      eval_every=settings.eval_every, eval_tasks=settings.eval_tasks, test_tasks=runner.test_tasks,
       checkpoint_every=settings.eval_every, log_every=max(settings.iterations // 20, 1),
       seed=runner.seed, splits=runner.splits, dataset=runner.dataset, select_on_val=True,
       streams=(streams_lib.TaskStream(pool=settings.task_pool),))

@@ -217,6 +217,9 @@ class Runner:
         yield
       finally:
         self._lock = None
+        for writer in self._writers.values():  # nothing writes model_dir once released
+          writer.close()
+        self._writers = {}
 
   def _stream_samplers(self, streams, train, train_spec):
     """An EpisodeSampler per stream the learner's rule reads."""
@@ -247,7 +250,7 @@ class Runner:
     ConfigMismatchError listing the unsafe ones (unless `force_resume`), before anything
     in model_dir is touched."""
     stored = self.model_dir / "operative_config.gin"
-    if not (self.has_checkpoint() and stored.exists()):
+    if not (any(self.model_dir.glob("ckpt-*.index")) and stored.exists()):
       return []
     changes = config_diff.diff(stored.read_text(), gin.operative_config_str())
     unsafe = [str(c) for c in changes if not c.safe]
@@ -270,8 +273,10 @@ class Runner:
     self.model_dir.mkdir(parents=True, exist_ok=True)
     path, config = self.model_dir / "operative_config.gin", gin.operative_config_str()
     if changes:
-      path.replace(self.model_dir / f"operative_config.{step}.gin")
-    path.write_text(config)
+      shutil.copyfile(path, self.model_dir / f"operative_config.{step}.gin")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config)
+    tmp.replace(path)  # atomically: a kill never leaves a run without its config
     with self.writer("train").as_default():
       tf.summary.text("operative_config", "    " + config.replace("\n", "\n    "), step=step)
 
@@ -341,11 +346,13 @@ class Runner:
     model_dir; `force_resume` resumes even with changed unsafe bindings."""
     with self._holding():
       changes = self._config_changes(force_resume)
-      for directory in (self.model_dir, self.model_dir / "best"):
-        checkpoints.remove_orphans(directory)
+      if self.chief:  # only the chief writes model_dir
+        for directory in (self.model_dir, self.model_dir / "best"):
+          checkpoints.remove_orphans(directory)
       start = self.restore()
-      for name in ("train", "eval"):
-        events.purge_after(self.model_dir / name, start)
+      if self.chief:
+        for name in ("train", "eval"):
+          events.purge_after(self.model_dir / name, start)
       self._write_config(changes, start)
       self._train_from(start)
 
@@ -501,9 +508,6 @@ class Runner:
 
   def run(self, force_resume=False):
     """Meta-trains (see `train`) and meta-tests, holding model_dir throughout."""
-    with self._holding():
+    with self._holding():  # its writers are closed (flushed) when it releases model_dir
       self.train(force_resume)
-      results = self.test()
-    for writer in self._writers.values():
-      writer.flush()
-    return results
+      return self.test()
