@@ -103,10 +103,11 @@ def test_mirrored_over_two_devices_equals_one_device(method, mirrored):
   assert int(learner.step.numpy()) == int(single.step.numpy()) == 2
   assert any(not np.allclose(a, b) for a, b in zip(single_values, initial))
   for got, want, start in zip(values, single_values, initial):
-    # The updates agree to float32 rounding (second order: ~2e-5 of their size; biases
-    # before BatchNorm get ~1e-7 rounding noise where the exact gradient is 0).
+    # The updates agree to float32 rounding (second order: ~2e-5 of their size, 2.4e-4 with
+    # XLA on an AVX-512 Xeon's kernels; biases before BatchNorm get ~1e-7 rounding noise
+    # where the exact gradient is 0). Another split of the tasks is off by O(1).
     update = np.linalg.norm(want - start)
-    assert np.linalg.norm(got - want) <= 2e-4 * update + 1e-6
+    assert np.linalg.norm(got - want) <= 1e-3 * update + 1e-6
   for m, s in zip(metrics, single_metrics):
     assert m == pytest.approx(s, rel=1e-5, abs=1e-6)
 

@@ -228,12 +228,17 @@ def test_two_streams_update_the_weights_from_one_and_the_architecture_from_the_o
     learner.train_step(batch_a)
   metrics = learner.train_step({"a": batch_a, "b": batch_b})
   assert {"query_loss", "b/query_loss"} <= set(metrics)
-  for i, (w, v) in enumerate(zip(w0, net.weight_variables)):
-    expected = w - 0.5 * (per_task[0][0][i] + per_task[1][0][i]) / 2
-    np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-6)
-  for i, (a, v) in enumerate(zip(a0, net.arch_variables)):
-    expected = a - 0.3 * (per_task[0][1][i] + per_task[1][1][i]) / 2
-    np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-7)
+  # The meta-updates equal the hand-built ones to float32 rounding, measured over each
+  # group's whole update (1e-4 of its size on an AVX-512 Xeon, where single small entries
+  # are off by 2e-3 of themselves: BatchNorm over 5 images); a wrong stream, rate or mean
+  # is off by O(1).
+  for group, (start, variables, rate) in enumerate(((w0, net.weight_variables, 0.5),
+                                                   (a0, net.arch_variables, 0.3))):
+    expected = [s - rate * (per_task[0][group][i] + per_task[1][group][i]) / 2
+                for i, s in enumerate(start)]
+    error = np.sqrt(sum(np.sum((v.numpy() - e) ** 2) for v, e in zip(variables, expected)))
+    update = np.sqrt(sum(np.sum((e - s) ** 2) for e, s in zip(expected, start)))
+    assert error <= 1e-3 * update, (group, error, update)
 
 
 @pytest.mark.parametrize("by", ["class", "image"])
