@@ -1,4 +1,5 @@
-"""Schedules of a meta-iteration step: linear and cosine annealing from start to end.
+"""Schedules of a meta-iteration step: linear, cosine and exponential annealing from start
+to end.
 
 They are Keras LearningRateSchedules, so a meta optimizer can take one as its learning
 rate (Reptile's outer step size, MAML++'s cosine meta learning rate).
@@ -41,3 +42,19 @@ class Cosine(_Annealing):
 
   def __call__(self, step):
     return self.end + (self.start - self.end) * 0.5 * (1.0 + K.cos(math.pi * self.progress(step)))
+
+
+@gin.configurable(module="tf_metanas.meta")
+@keras.saving.register_keras_serializable("tf_metanas")
+class Exponential(_Annealing):
+  """start * (end / start) ** min(step / steps, 1): geometric annealing, e.g. of a
+  Gumbel-softmax temperature (Jang et al. 2017 anneal tau exponentially; BASE's choice).
+  start and end must be positive."""
+
+  def __init__(self, start, end, steps):
+    super().__init__(start, end, steps)
+    if min(self.start, self.end) <= 0:
+      raise ValueError(f"exponential annealing needs positive start and end, got {start}, {end}")
+
+  def __call__(self, step):
+    return self.start * (self.end / self.start) ** self.progress(step)

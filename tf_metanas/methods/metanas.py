@@ -36,7 +36,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from tf_metanas import stateless
+from tf_metanas.arch import gumbel
 from tf_metanas.arch import structure as structure_lib
 from tf_metanas.meta import learner as learner_lib
 from tf_metanas.search import genotype as genotype_lib
@@ -90,13 +90,7 @@ class Temperature:
     return self.start * (end / self.start) ** frac
 
 
-def gumbel_noise(shape, seed=None):
-  """Samples of Gumbel(0, 1): -log(-log(U)), U ~ Uniform(0, 1); stateless from `seed` (a
-  [2] int tensor) if given."""
-  tiny = np.finfo(np.float32).tiny
-  uniform = (tf.random.uniform(shape, minval=tiny, maxval=1.0) if seed is None
-             else stateless.uniform(shape, seed, minval=tiny, maxval=1.0))
-  return -tf.math.log(-tf.math.log(uniform))
+gumbel_noise = gumbel.noise  # moved to tf_metanas.arch.gumbel
 
 
 @gin.configurable(module="tf_metanas.methods")
@@ -163,8 +157,8 @@ class Metanas(learner_lib.MetaLearner):
   def _forward(self, model, params, images, context):
     arch = self._arch(params)
     if self.normalizer == "gumbel" and not context.query:
-      arch = [a + gumbel_noise(tf.shape(a), None if context.seed is None
-                               else context.draw_seed(salt=1 + i))
+      arch = [a + gumbel.noise(tf.shape(a), None if context.seed is None
+                               else context.draw_seed(salt=1 + i), a.dtype)
               for i, a in enumerate(arch)]
     return model.functional_call(params["weights"], images, training=True,
                                  regularize=context.regularize, seed=context.draw_seed(),

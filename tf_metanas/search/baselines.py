@@ -22,6 +22,19 @@ _AUTOMETA_CELL = (
 )
 AUTOMETA_GENOTYPE = genotype_lib.Genotype(normal=_AUTOMETA_CELL, reduce=_AUTOMETA_CELL)
 
+# The cells BASE found (Shaw et al. 2019), as the authors' our_models.py lists them
+# (CIFAR_TUNED, IMAGENET_TUNED): per node, two (op, input) pairs of the BASE op set.
+BASE_CIFAR_GENOTYPE = genotype_lib.Genotype(
+    normal=((("skip_connect", 0), ("dil_conv_3x3", 1)), (("max_pool_3x3", 0), ("dil_conv_5x5", 0)),
+            (("max_pool_3x3", 0), ("sep_conv_5x5", 0)), (("max_pool_3x3", 1), ("dil_conv_5x5", 1))),
+    reduce=((("sep_conv_3x3", 0), ("sep_conv_5x5", 0)), (("max_pool_3x3", 0), ("sep_conv_3x3", 0)),
+            (("skip_connect", 0), ("avg_pool_3x3", 3)), (("max_pool_3x3", 1), ("skip_connect", 2))))
+BASE_IMAGENET_GENOTYPE = genotype_lib.Genotype(
+    normal=((("skip_connect", 0), ("max_pool_3x3", 1)), (("avg_pool_3x3", 0), ("sep_conv_5x5", 1)),
+            (("sep_conv_5x5", 0), ("dil_conv_5x5", 3)), (("sep_conv_5x5", 0), ("sep_conv_5x5", 2))),
+    reduce=((("max_pool_3x3", 0), ("sep_conv_5x5", 0)), (("max_pool_3x3", 0), ("avg_pool_3x3", 0)),
+            (("sep_conv_5x5", 2), ("dil_conv_5x5", 2)), (("avg_pool_3x3", 0), ("sep_conv_5x5", 3))))
+
 
 ACTIVATIONS = {"relu": keras.ops.relu,
                "leaky_relu": lambda x: keras.ops.leaky_relu(x, negative_slope=0.01)}

@@ -182,3 +182,31 @@ def derive_pairwise(alphas, betas, op_names, num_nodes):
   return Genotype(**{cell: _pairwise_cell(np.asarray(alphas[cell]), np.asarray(betas[cell]),
                                           tuple(op_names), num_nodes)
                      for cell in ("normal", "reduce")})
+
+
+def _pairs_cell(logits, op_names, num_nodes):
+  allowed = np.array([name != "none" for name in op_names])
+  nodes = []
+  for start, stop in topology.node_slices(num_nodes):
+    block = np.where(allowed, logits[:, start:stop, :], -np.inf)  # [slots, inputs, ops]
+    block = block.reshape(len(block), -1)
+    flat = np.argmax(block, axis=-1)  # ties: the lower input, then the earlier op
+    nodes.append(tuple((op_names[f % len(op_names)], int(f // len(op_names))) for f in flat))
+  return tuple(nodes)
+
+
+def derive_pairs(logits, op_names, num_nodes):
+  """The most probable architecture of the per-node (input, op) pair space (BASE, Shaw et
+  al. 2019; the genotypes of the authors' our_models.py): per node and slot, the argmax of
+  the slot's categorical over the node's (input, op) grid, never "none"; slots in order,
+  one pair each (two slots may pick the same pair: sampling with replacement). Logits, not
+  probabilities: the argmax does not depend on the temperature.
+
+  Args:
+    logits: dict cell type -> pair logits [slots, num_edges, num_ops] (see
+      `search.pair_network`).
+    op_names: the op set.
+    num_nodes: intermediate nodes per cell.
+  """
+  return Genotype(**{cell: _pairs_cell(np.asarray(logits[cell]), tuple(op_names), num_nodes)
+                     for cell in ("normal", "reduce")})

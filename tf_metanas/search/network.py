@@ -156,12 +156,15 @@ class SearchNetwork(_Network):
     for layer in self._flatten_layers(include_self=False):
       if isinstance(layer, batch_norm.BatchNorm):
         layer.running_statistics = self.running_statistics
-    init = keras.initializers.RandomNormal(stddev=1e-3, seed=seed)
-    shape = (topology.num_edges(num_nodes), len(self.op_names))
+    self._add_arch_variables(keras.initializers.RandomNormal(stddev=1e-3, seed=seed))
+
+  def _add_arch_variables(self, init):
+    """Creates the architecture variables (subclasses with another space override it)."""
+    shape = (topology.num_edges(self.num_nodes), len(self.op_names))
     self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
     self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
     if self.input_k:
-      size = (topology.num_combinations(num_nodes, self.input_k),)
+      size = (topology.num_combinations(self.num_nodes, self.input_k),)
       self.beta_normal = self.add_weight(shape=size, initializer=init, name="beta_normal")
       self.beta_reduce = self.add_weight(shape=size, initializer=init, name="beta_reduce")
 
@@ -177,6 +180,23 @@ class SearchNetwork(_Network):
     alphas = dict(zip(mixture_lib.CELL_TYPES, arch[:2]))
     betas = dict(zip(mixture_lib.CELL_TYPES, arch[2:])) if self.input_k else None
     return alphas, betas
+
+  def categoricals(self, arch=None):
+    """The architecture's categoricals as logits whose last axis is one categorical: the
+    op logits of every edge ([num_edges, num_ops] per cell type) and, with input_k > 0,
+    each node's combination logits (for a KL prior or choice tables)."""
+    alphas, betas = self.arch_dict(arch)
+    out = list(alphas.values())
+    for beta in (betas or {}).values():
+      out += [beta[start:stop] for start, stop in
+              topology.combination_segments(self.num_nodes, self.input_k)]
+    return out
+
+  def choice_tables(self, arch=None):
+    """Choice probabilities for display: dict cell type -> [num_edges, num_ops] numpy,
+    softmax(alpha) of every edge (temperature-free)."""
+    alphas, _ = self.arch_dict(arch)
+    return {cell: mixture_lib.op_weights(alpha).numpy() for cell, alpha in alphas.items()}
 
   def mixture(self, arch=None, tau_alpha=1.0, tau_beta=1.0, threshold=0.0, op_masks=None):
     """Softmax mixture weights with temperatures (Eq. 5, 7) from `arch` or the variables;

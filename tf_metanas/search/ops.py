@@ -23,6 +23,10 @@ OP_SETS = {
     # factorized convolution, identity, 3x3 average and max pooling.
     "PNAS": ("full_conv_3x3", "conv_1x5_5x1", "skip_connect", "avg_pool_3x3", "max_pool_3x3"),
 }
+# BASE (Shaw et al. 2019; the authors' operations.py): DARTS plus a 7x7 separable conv and a
+# factorized 7x7 conv; "BASE_PAIRS" without "none", which their genotypes never pick.
+OP_SETS["BASE"] = OP_SETS["DARTS"] + ("sep_conv_7x7", "conv_7x1_1x7")
+OP_SETS["BASE_PAIRS"] = OP_SETS["BASE"][1:]
 
 
 def _bn(affine):
@@ -213,6 +217,10 @@ _BUILDERS = {
     "conv_1x5_5x1": lambda c, s, a: ReLUConvBN(c, s, a, kernel=5, factorized=True),
     "sep_conv_3x3": lambda c, s, a: SepConv(c, s, a, kernel=3),
     "sep_conv_5x5": lambda c, s, a: SepConv(c, s, a, kernel=5),
+    "sep_conv_7x7": lambda c, s, a: SepConv(c, s, a, kernel=7),
+    # BASE's (the authors' operations.py): ReLU, 1x7 conv at stride (1, s), 7x1 conv at
+    # stride (s, 1), BN.
+    "conv_7x1_1x7": lambda c, s, a: ReLUConvBN(c, s, a, kernel=7, factorized=True),
     "dil_conv_3x3": lambda c, s, a: DilConv(c, s, a, kernel=3, dilation=2),
     "dil_conv_5x5": lambda c, s, a: DilConv(c, s, a, kernel=5, dilation=2),
 }
@@ -227,7 +235,8 @@ def make_op(name, channels, stride=1, affine=False):
 
 
 def op_set(name_or_ops):
-  """An op set by name ("S1", "DARTS", "PNAS") or as an explicit tuple of op names."""
+  """An op set by name (a key of OP_SETS: "S1", "DARTS", "PNAS", "BASE", "BASE_PAIRS") or
+  as an explicit tuple of op names."""
   if isinstance(name_or_ops, str):
     if name_or_ops not in OP_SETS:
       raise ValueError(f"unknown op set {name_or_ops!r}; known: {', '.join(OP_SETS)}")

@@ -29,6 +29,11 @@ def node_edges(num_nodes):
   return [[(edge_index(j, i), i) for i in range(num_inputs(j))] for j in range(num_nodes)]
 
 
+def node_slices(num_nodes):
+  """[(start, stop)] of each node's incoming edges (contiguous in the edge order)."""
+  return [(edge_index(j, 0), edge_index(j, num_inputs(j))) for j in range(num_nodes)]
+
+
 @functools.lru_cache(maxsize=None)
 def input_combinations(num_nodes, k):
   """For each node, its k-subsets of inputs (METANAS Eq. 7); all inputs if it has <= k."""
