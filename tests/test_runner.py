@@ -26,13 +26,15 @@ from tf_metanas.train import runner as runner_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "gin_configs" / "experiments").rglob("*.gin"))
-# Variants whose only change from a config that runs tiny is a number or a criterion (each
-# criterion is checked on hand-made logits in test_caml): parsed, not run again.
+# Variants whose only change from a config that runs tiny is a number, a criterion (each
+# criterion is checked on hand-made logits in test_caml) or BASE's posterior (softmax is
+# checked in test_base, which builds glyphs_quick_softmax): parsed, not run again.
 NUMBERS_ONLY = {f"caml/{name}.gin" for name in (
     "mini_imagenet_5w5s", "fc100_5w5s", "fc100_5w10s", "s1_mini_imagenet_5w5s",
     "ablations/table3_caml_no_pcc", "ablations/table3_opml_no_pcc", "ablations/table5_forward",
     "ablations/table5_backward", "ablations/table5_entropy", "ablations/table5_variance",
-    "ablations/table6_reptile_5w5s", "ablations/table6_mamlpp_5w5s")}
+    "ablations/table6_reptile_5w5s", "ablations/table6_mamlpp_5w5s")} | {
+        "base/glyphs_quick_softmax.gin", "base/mini_imagenet_5w5s_softmax.gin"}
 RUN_TINY = [p for p in EXPERIMENTS
             if str(p.relative_to(ROOT / "gin_configs" / "experiments")) not in NUMBERS_ONLY]
 TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
