@@ -18,9 +18,10 @@ from tf_metanas.methods import caml
 from tf_metanas.search import network as network_lib
 from tf_metanas.train import from_scratch
 from tf_metanas.train import runner as runner_lib
+from tests import random_tasks
+from tests.random_tasks import SIZE, WAYS
 
 OPS = ("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3")
-WAYS, SHOTS, QUERIES, SIZE = 3, 2, 2, 12
 ONE_STEP = (inner_loop.Phase(1, ("weights", "arch")),)
 
 
@@ -41,14 +42,7 @@ def _fixed(genotype):
 
 
 def _task(seed, steps=1):
-  rng = np.random.default_rng(seed)
-  support = WAYS * SHOTS
-  return {"support_images": tf.constant(rng.integers(0, 256, (support, SIZE, SIZE, 1), np.uint8)),
-          "support_labels": tf.constant(np.repeat(np.arange(WAYS, dtype=np.int32), SHOTS)),
-          "query_images": tf.constant(rng.integers(0, 256, (WAYS * QUERIES, SIZE, SIZE, 1),
-                                                   np.uint8)),
-          "query_labels": tf.constant(np.repeat(np.arange(WAYS, dtype=np.int32), QUERIES)),
-          "support_batches": tf.constant(np.tile(np.arange(support, dtype=np.int32), (steps, 1)))}
+  return random_tasks.tensors(random_tasks.task(seed, steps))
 
 
 def _batch(*seeds):

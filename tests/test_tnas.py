@@ -20,10 +20,12 @@ from tf_metanas.search import network as network_lib
 from tf_metanas.search import topology
 from tf_metanas.train import from_scratch
 from tf_metanas.train import runner as runner_lib
+from tests import random_tasks
+from tests.random_tasks import SIZE, WAYS
 
 OPS = ("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3")
 CHEAP_OPS = ("none", "skip_connect", "avg_pool_3x3")  # where the ops do not matter: fast
-WAYS, SHOTS, QUERIES, SIZE = 3, 2, 2, 12
+_task, _tensors = random_tasks.task, random_tasks.tensors
 
 
 def _supernet(seed=0, ops=OPS):
@@ -33,20 +35,6 @@ def _supernet(seed=0, ops=OPS):
                                   stem="pooled")
   net.build((None, SIZE, SIZE, 1))
   return net
-
-
-def _task(seed, steps=5):
-  rng = np.random.default_rng(seed)
-  support = WAYS * SHOTS
-  return {"support_images": rng.integers(0, 256, (support, SIZE, SIZE, 1), dtype=np.uint8),
-          "support_labels": np.repeat(np.arange(WAYS, dtype=np.int32), SHOTS),
-          "query_images": rng.integers(0, 256, (WAYS * QUERIES, SIZE, SIZE, 1), dtype=np.uint8),
-          "query_labels": np.repeat(np.arange(WAYS, dtype=np.int32), QUERIES),
-          "support_batches": np.tile(np.arange(support, dtype=np.int32), (steps, 1))}
-
-
-def _tensors(task):
-  return {k: tf.constant(v) for k, v in task.items()}
 
 
 def _loss(model, weights, arch, images, labels):
