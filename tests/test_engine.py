@@ -331,7 +331,7 @@ def test_the_same_task_draws_the_same_noise_on_one_device_two_replicas_and_xla(m
 
 def _copy_without_last_op(full, reduced):
   """Copies `full`'s weights into `reduced` (the same network without the op set's last op)."""
-  pairs = [(full.stem_conv, reduced.stem_conv), (full.stem_bn, reduced.stem_bn),
+  pairs = [(full.stems[0], reduced.stems[0]),
            (full.classifier, reduced.classifier)]
   for big, small in zip(full.cells, reduced.cells):
     pairs += [(big.preprocess0, small.preprocess0), (big.preprocess1, small.preprocess1)]

@@ -5,7 +5,8 @@ r"""Meta-tests a trained model dir, possibly on other data or shots (same ways).
 
 T-NAS, Auto-MAML and CAML runs: `--decoded=from_scratch` also retrains each distinct
 decoded genotype of the meta-test (CAML: the derived network) with first-order MAML (T-NAS
-Sec. 5.2.2, CAML Sec. 4.2; budget by FromScratch.* bindings, CAML's from its config) and
+Sec. 5.2.2, CAML Sec. 4.2; BASE: second order, `FromScratch.algorithm = "maml"`; budget by
+FromScratch.* bindings, CAML's from its config) and
 meta-tests it on the tasks that decoded to it (model_dir/from_scratch.json);
 `--decoded=from_kept_weights` starts that retraining from the search network's meta-weights
 of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
@@ -33,8 +34,8 @@ _RESULTS = flags.DEFINE_string("results_name", "evaluation.json", "File in model
 _DECODED = flags.DEFINE_enum(
     "decoded", "kept_weights", ["kept_weights", "from_scratch", "from_kept_weights"],
     "T-NAS / Auto-MAML / CAML: evaluate the decoded networks with the weights they keep, or "
-    "also retrained with first-order MAML from scratch or from the kept meta-weights "
-    "(FromScratch.* bindings set the budget).")
+    "also retrained with first-order MAML (FromScratch.algorithm = 'maml': second order) "
+    "from scratch or from the kept meta-weights (FromScratch.* bindings set the budget).")
 
 
 def main(argv):

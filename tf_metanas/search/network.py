@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from tf_metanas import checks
 from tf_metanas import stateless
 from tf_metanas.arch import mixture as mixture_lib
 from tf_metanas.search import batch_norm
@@ -11,10 +12,12 @@ from tf_metanas.search import cell as cell_lib
 from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import ops as ops_lib
+from tf_metanas.search import stem as stem_lib
 from tf_metanas.search import topology
 
 
-STEMS = ("conv", "pooled")
+STEMS = stem_lib.KINDS
+HEAD_PREFIX = "head_"
 
 
 class _Network(functional.FunctionalModel):
@@ -32,10 +35,14 @@ class _Network(functional.FunctionalModel):
     stem: "conv" (DARTS, METANAS: 3x3 conv, BN) or "pooled" (T-NAS's mini-ImageNet stem:
       3x3 conv to half the stem's channels, BN, 2x2 max-pool, ReLU, then 3x3 conv, BN,
       2x2 max-pool; BatchNorms affine), which takes 84-pixel images to 21 before the cells.
+    heads: None (one stem, part of the weights), or a dict image shape "HxWxC" -> stem
+      kind: one stem per input shape (BASE's multi-size heads, e.g. {"28x28x1": "conv",
+      "84x84x3": "pooled"}), each its own parameter group "head_HxWxC"; a batch goes
+      through the head of its shape; the cells and the classifier are shared.
   """
 
   def __init__(self, num_classes, channels, num_cells, reduction_cells, channel_doubling,
-               stem_multiplier, drop_path_rate, stem="conv", **kwargs):
+               stem_multiplier, drop_path_rate, stem="conv", heads=None, **kwargs):
     super().__init__(**kwargs)
     if stem not in STEMS:
       raise ValueError(f"unknown stem {stem!r}; use one of {STEMS}")
@@ -43,17 +50,50 @@ class _Network(functional.FunctionalModel):
     self.reduction_cells = tuple(int(i) for i in reduction_cells)
     self.channel_doubling, self.stem_multiplier = bool(channel_doubling), int(stem_multiplier)
     self.drop_path_rate, self.stem = float(drop_path_rate), stem
-    self.stem_layers = []
-    if stem == "pooled":
-      self.stem_layers = [layers.Conv2D(stem_multiplier * channels // 2, 3, padding="same",
-                                        use_bias=False),
-                          batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5),
-                          layers.MaxPooling2D(2), layers.ReLU()]
-    self.stem_conv = layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False)
-    self.stem_bn = batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5)
-    self.stem_pool = layers.MaxPooling2D(2) if stem == "pooled" else None
+    self.heads = stem_lib.check_heads(heads)
+    kinds = self.heads or {None: stem}
+    self.stems = [stem_lib.Stem(kind, stem_multiplier * channels) for kind in kinds.values()]
+    self._stem_keys = list(kinds)
     self.pool = layers.GlobalAveragePooling2D()
     self.classifier = layers.Dense(num_classes)
+
+  def stem_for(self, shape):
+    """The stem of images of shape [(batch,) H, W, C]: the one stem, or the head of that
+    shape (ConfigValueError naming the missing head)."""
+    if not self.heads:
+      return self.stems[0]
+    if shape is None:
+      raise checks.ConfigValueError(f"this network has a head per image shape "
+                                    f"({sorted(self.heads)}): say which image shape")
+    key = stem_lib.shape_key(shape)
+    if key not in self.heads:
+      raise checks.ConfigValueError(
+          f"{key} images, but SearchNetwork.heads has heads for {sorted(self.heads)} only: "
+          f"add '{key}': 'conv' (or 'pooled') to SearchNetwork.heads")
+    return self.stems[self._stem_keys.index(key)]
+
+  def check_input_shape(self, shape):
+    """Raises ConfigValueError unless images of `shape` have a stem."""
+    self.stem_for(shape)
+
+  @property
+  def head_groups(self):
+    """Head parameter group name -> its stem's variables (none without heads)."""
+    if not self.heads:
+      return {}
+    return {HEAD_PREFIX + key: list(stem.trainable_variables)
+            for key, stem in zip(self._stem_keys, self.stems)}
+
+  @property
+  def weight_variables(self):
+    """The shared weights w: trainable variables that are neither architecture variables
+    nor in a head."""
+    heads = {id(v) for group in self.head_groups.values() for v in group}
+    return [v for v in super().weight_variables if id(v) not in heads]
+
+  def parameter_groups(self):
+    """"weights", "arch" (with an architecture) and one "head_HxWxC" per head."""
+    return {**super().parameter_groups(), **self.head_groups}
 
   def _cell_plan(self):
     """(channels, reduction, reduction_prev) for each cell."""
@@ -69,10 +109,7 @@ class _Network(functional.FunctionalModel):
   def _features(self, images, cell_call, training, seed=None):
     """`cell_call(cell, s0, s1, seed)` with each cell's DropPath seed (cell i folds in i)."""
     x = keras.ops.cast(images, self.compute_dtype)
-    for layer in self.stem_layers:
-      x = layer(x, training=training) if isinstance(layer, batch_norm.BatchNorm) else layer(x)
-    x = self.stem_bn(self.stem_conv(x), training=training)
-    s0 = s1 = self.stem_pool(x) if self.stem_pool else x
+    s0 = s1 = self.stem_for(images.shape)(x, training=training)
     for index, cell in enumerate(self.cells):
       s0, s1 = s1, cell_call(cell, s0, s1, stateless.fold(seed, index))
     return self.classifier(self.pool(s1))
@@ -86,12 +123,11 @@ class _Network(functional.FunctionalModel):
     return {} if seed is None else {"seed": seed}
 
   def build(self, input_shape):
-    shape = tuple(input_shape)
-    for layer in self.stem_layers + [self.stem_conv, self.stem_bn]:
-      layer.build(shape)
-      shape = layer.compute_output_shape(shape)
-    if self.stem_pool:
-      shape = self.stem_pool.compute_output_shape(shape)
+    input_shape = tuple(input_shape)
+    stem = self.stem_for(input_shape)  # every head is built, the cells from this one's output
+    for key, each in zip(self._stem_keys, self.stems):
+      each.build(input_shape if key is None else (None,) + stem_lib.parse_key(key))
+    shape = stem.compute_output_shape(input_shape)
     s0 = s1 = shape
     for cell in self.cells:
       cell.build(s0, s1)
@@ -103,7 +139,7 @@ class _Network(functional.FunctionalModel):
             "channels": self.channels, "num_cells": self.num_cells,
             "reduction_cells": self.reduction_cells, "channel_doubling": self.channel_doubling,
             "stem_multiplier": self.stem_multiplier, "drop_path_rate": self.drop_path_rate,
-            "stem": self.stem}
+            "stem": self.stem, "heads": self.heads}
 
 
 @keras.saving.register_keras_serializable("tf_metanas")
@@ -257,8 +293,7 @@ class SearchNetwork(_Network):
     """Trainable weights the pruned network keeps: stem, cell preprocessing, the ops that
     `genotype` keeps on each edge, and the classifier (architecture variables excluded)."""
     count = lambda layer: sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
-    total = sum(count(layer) for layer in self.stem_layers + [self.stem_conv, self.stem_bn,
-                                                              self.classifier])
+    total = count(self.stems[0]) + count(self.classifier)
     for cell in self.cells:
       total += count(cell.preprocess0) + count(cell.preprocess1)
       for j, node in enumerate(genotype.reduce if cell.reduction else genotype.normal):
@@ -327,14 +362,18 @@ def _copy_layer(source, target):
         variable.assign(given[variable.name])
 
 
-def copy_kept_weights(search, fixed):
+def copy_kept_weights(search, fixed, image_shape=None):
   """Initializes FixedNetwork `fixed` from SearchNetwork `search`'s weights: the stem, the
   cells' preprocessing, the classifier and, for every (op, input) of node j of `fixed`'s
   genotype, the weights of that op on edge (input, j) of the search cell (CAML: "train
-  from kept weights"). The skeletons (channels, cells, stem) must match."""
-  plain = lambda net: net.stem_layers + [net.stem_conv, net.stem_bn, net.classifier]
-  for src, dst in zip(plain(search), plain(fixed)):
-    _copy_layer(src, dst)
+  from kept weights"). The skeletons (channels, cells, stem) must match; a search network
+  with heads gives the stem of its head of `image_shape` ([H, W, C])."""
+  if fixed.heads:
+    raise ValueError("copy_kept_weights makes a one-stem network; build the FixedNetwork "
+                     "without heads (its stem is copied from the search network's head of "
+                     "its image shape)")
+  _copy_layer(search.stem_for(image_shape), fixed.stems[0])
+  _copy_layer(search.classifier, fixed.classifier)
   if len(search.cells) != len(fixed.cells):
     raise ValueError(f"cannot copy weights of {len(search.cells)} cells into "
                      f"{len(fixed.cells)}")

@@ -2,7 +2,8 @@
 
 After a T-NAS (or Auto-MAML) meta-test, every test task has a decoded genotype. Each
 *distinct* genotype is retrained once as a discrete network (the search network's skeleton,
-affine BatchNorms) with first-order MAML on the meta-training classes; the checkpoint is
+affine BatchNorms) with first-order MAML (`FromScratch.algorithm`: or second order, as
+BASE's few-shot table) on the meta-training classes; the checkpoint is
 selected by meta-validation accuracy on tasks of the meta-validation classes
 (`Runner.select_on_val`); then every test task that decoded to it adapts the selected
 weights on its support set and predicts its queries. The queries' labels are read only
@@ -21,6 +22,7 @@ import gin
 import numpy as np
 from absl import logging
 
+from tf_metanas import checks
 from tf_metanas.data import streams as streams_lib
 from tf_metanas.meta import inner_loop
 from tf_metanas.meta import learner as learner_lib
@@ -28,9 +30,11 @@ from tf_metanas.meta import optimizers
 from tf_metanas.meta import schedules
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import network as network_lib
+from tf_metanas.search import stem as stem_lib
 from tf_metanas.train import runner as runner_lib
 
 UNLABELED_KEYS = ("support_images", "support_labels", "query_images")
+ALGORITHMS = {"fomaml": "first-order MAML", "maml": "second-order MAML"}
 INITS = {"from_scratch": "from scratch",
          "from_kept_weights": "from the search network's kept meta-weights"}
 
@@ -45,6 +49,8 @@ class FromScratch:
   steps (10 at test), Adam 1e-3, meta-batches of 4 from a pool of 10,000 tasks visited for
   10 epochs (25,000 meta-iterations), checkpoints compared every 500 meta-iterations on 100
   meta-validation tasks. A CPU user lowers `iterations`, `task_pool` and `eval_tasks`.
+  `algorithm` "maml" retrains with second-order MAML (BASE's few-shot table, Sec. 5.2),
+  "fomaml" first order (T-NAS, CAML).
   """
 
   iterations: int = 25000
@@ -57,6 +63,12 @@ class FromScratch:
   eval_every: int = 500
   eval_tasks: int = 100
   meta_lr_end: float | None = None
+  algorithm: str = "fomaml"
+
+  def __post_init__(self):
+    if self.algorithm not in ALGORITHMS:
+      raise checks.ConfigValueError(f"FromScratch.algorithm = {self.algorithm!r}: use one of "
+                                    f"{ALGORITHMS}")
 
   def meta_learning_rate(self):
     """The meta learning rate: constant, or cosine-decayed to `meta_lr_end` over the
@@ -66,20 +78,23 @@ class FromScratch:
     return schedules.Cosine(self.meta_lr, self.meta_lr_end, self.iterations)
 
 
-def network_for(search_network, genotype, num_classes):
+def network_for(search_network, genotype, num_classes, image_shape=None):
   """The discrete network of `genotype` on the skeleton of `search_network` (stem, cells,
-  channels), with affine BatchNorms as the authors' retraining network."""
+  channels), with affine BatchNorms as the authors' retraining network; a search network
+  with heads lends the stem kind of its head of `image_shape` ([H, W, C])."""
+  stem = (search_network.heads[stem_lib.shape_key(image_shape)] if search_network.heads
+          else search_network.stem)
   return network_lib.FixedNetwork(
       genotype, num_classes, channels=search_network.channels,
       num_cells=search_network.num_cells, reduction_cells=search_network.reduction_cells,
       channel_doubling=search_network.channel_doubling,
-      stem_multiplier=search_network.stem_multiplier, stem=search_network.stem, affine=True)
+      stem_multiplier=search_network.stem_multiplier, stem=stem, affine=True)
 
 
 def learner_for(settings, model, seed=0):
-  """First-order MAML with the settings' inner and meta learning rates."""
+  """(First-order) MAML with the settings' inner and meta learning rates."""
   return learner_lib.MetaLearner(
-      model, algorithm="fomaml",
+      model, algorithm=settings.algorithm,
       inner_groups=(inner_loop.ParamGroup("weights", optimizers.SGD(), settings.inner_lr),),
       train_phases=(inner_loop.Phase(settings.inner_steps),),
       test_phases=(inner_loop.Phase(settings.test_steps),),
@@ -113,10 +128,12 @@ def retrain(runner, genotype, settings, init="from_scratch"):
   if init not in INITS:
     raise ValueError(f"unknown initialization {init!r}; use one of {INITS}")
   stream = "train" if "train" in runner.streams else sorted(runner.streams)[0]
+  image_shape = runner.splits["train"].image_shape
   train_spec = runner.streams[stream].spec
   retrainer = runner_lib.Runner(
       model_dir=runner.model_dir / init / directory_name(genotype),
-      network=lambda num_classes: network_for(runner.model, genotype, num_classes),
+      network=lambda num_classes: network_for(runner.model, genotype, num_classes,
+                                              image_shape),
       learner=lambda model, seed: learner_for(settings, model, seed),
       train_spec=train_spec, test_spec=runner.samplers["test"].spec,
       meta_batch_size=settings.meta_batch_size, num_iterations=settings.iterations,
@@ -125,7 +142,7 @@ def retrain(runner, genotype, settings, init="from_scratch"):
       seed=runner.seed, splits=runner.splits, dataset=runner.dataset, select_on_val=True,
       streams=(streams_lib.TaskStream(pool=settings.task_pool),))
   if init == "from_kept_weights" and not retrainer.has_checkpoint():
-    network_lib.copy_kept_weights(runner.model, retrainer.model)
+    network_lib.copy_kept_weights(runner.model, retrainer.model, image_shape)
   retrainer.train()
   return retrainer, retrainer.restore_selected()
 
@@ -186,8 +203,8 @@ def summary_line(summary):
   budget = summary["budget"]
   return (f"{summary['method']} {summary['evaluation']} "
           f"({summary['distinct_genotypes']} distinct, each {budget['iterations']} "
-          f"meta-iterations of first-order MAML, checkpoint chosen on "
-          f"{budget['eval_tasks']} meta-validation tasks), {summary['num_ways']}-way "
+          f"meta-iterations of {ALGORITHMS[budget.get('algorithm', 'fomaml')]}, checkpoint "
+          f"chosen on {budget['eval_tasks']} meta-validation tasks), {summary['num_ways']}-way "
           f"{summary['num_shots']}-shot, {summary['num_tasks']} test tasks: accuracy "
           f"{100 * summary['accuracy']:.2f}% +- {100 * summary['ci95']:.2f}% (95% CI); "
           f"{summary['parameters']:.0f} parameters")
