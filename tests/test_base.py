@@ -265,6 +265,8 @@ def test_the_configs_name_their_posteriors(tmp_path):
     assert gin.query_parameter("%BASE_OPS") == "BASE"
     assert gin.query_parameter("%SHOTS") == 5 and gin.query_parameter("%META_UPDATE") == "maml"
     assert gin.query_parameter("load_splits.name") == "mini_imagenet"
+    assert gin.query_parameter("load_splits.val_classes") == 12  # the paper's 64 / 12 / 24
+    assert gin.query_parameter("FromScratch.algorithm") == "maml"
 
 
 def test_a_tiny_base_run_reports_decoded_genotypes(tmp_path):
@@ -334,3 +336,112 @@ def test_the_pair_space_samples_slots_and_derives_two_pairs_per_node():
       for op, i in node:
         want[topology.edge_index(j, i), ops.index(op)] += 1.0
     np.testing.assert_array_equal(mixture[f"{cell}_ops"].numpy(), want)
+
+
+# ---- multi-size heads ---------------------------------------------------------------------
+
+SHAPES = {"a": (SIZE, SIZE, 1), "b": (SIZE + 2, SIZE + 2, 3)}
+UNUSED = "16x16x1"  # a head no stream feeds
+
+
+def _headed(**kwargs):
+  tf.keras.utils.set_random_seed(0)
+  heads = {"x".join(map(str, shape)): kind for shape, kind in
+           zip(SHAPES.values(), ("conv", "halved"))}
+  net = network_lib.SearchNetwork(WAYS, channels=2, num_cells=2, reduction_cells=(1,),
+                                  num_nodes=2, op_set=CHEAP_OPS, input_k=0,
+                                  heads={**heads, UNUSED: "conv"})
+  net.build((None, SIZE, SIZE, 1))
+  return base.Base(net, posterior="softmax", tau=0.5, stream_heads=dict(zip(SHAPES, heads)),
+                   train_phases=(inner_loop.Phase(2, ("weights", "arch")),), **kwargs)
+
+
+def _streams_batch(seeds):
+  out = {}
+  for offset, (stream, shape) in enumerate(SHAPES.items()):
+    tasks = [_task(10 * offset + s, 2, shape) for s in seeds]
+    out[stream] = {k: tf.constant(np.stack([t[k] for t in tasks])) for k in tasks[0]}
+  return out
+
+
+def _head(shape):
+  return network_lib.HEAD_PREFIX + "x".join(map(str, shape))
+
+
+def test_each_image_size_goes_through_its_own_head_only():
+  learner = _headed()
+  model = learner.model
+  for stream, shape in SHAPES.items():
+    images = tf.constant(_task(1, 1, shape)["support_images"], tf.float32)
+    groups = model.parameter_groups()
+    with tf.GradientTape() as tape:
+      logits = model(images, training=True)
+    grads = tape.gradient(logits, groups)
+    for name, tensors in grads.items():
+      used = any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in tensors)
+      assert used == (not name.startswith("head_") or name == _head(shape)), (stream, name)
+
+
+def test_reptile_moves_each_head_by_its_streams_step_and_the_shared_groups_by_the_mean():
+  eps = 0.5
+  learner = _headed(meta_update="reptile", meta_learning_rates={"weights": eps, "arch": eps})
+  batch = _streams_batch((4, 5))
+  before = {g: [t.numpy() for t in ts] for g, ts in learner.meta_parameters().items()}
+  protocol = learner.training_protocol()
+  adapted = {stream: [] for stream in SHAPES}  # each task adapted alone, in its stream
+  for stream in SHAPES:
+    for i in range(2):
+      task = {k: v[i] for k, v in batch[stream].items()}
+      final = learner.adapt_task(task, learner.task_context(task, protocol, stream, i))[0]
+      adapted[stream].append({g: [t.numpy() for t in ts] for g, ts in final.items()})
+  learner.train_step(batch)
+  after = learner.meta_parameters()
+  step = lambda stream, group, k: np.mean([a[group][k] - before[group][k]
+                                           for a in adapted[stream]], axis=0)
+  for group in ("weights", "arch"):
+    want = [b + eps * 0.5 * (step("a", group, k) + step("b", group, k))
+            for k, b in enumerate(before[group])]
+    _close(after[group], want, rtol=1e-4, atol=1e-6)
+  for stream, shape in SHAPES.items():
+    group = _head(shape)
+    want = [b + eps * step(stream, group, k) for k, b in enumerate(before[group])]
+    _close(after[group], want, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(np.asarray(a) - b).max() for a, b in zip(after[group], before[group])) > 1e-4
+  for a, b in zip(after["head_" + UNUSED], before["head_" + UNUSED]):
+    np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_maml_leaves_a_head_no_stream_feeds_and_its_optimizer_slots_untouched():
+  learner = _headed(meta_update="maml")
+  unused = learner.engine.meta_optimizers["head_" + UNUSED]
+  before = {g: [v.numpy() for v in vs] for g, vs in learner.meta_groups.items()}
+  slots = [v.numpy() for v in unused.variables]
+  learner.train_step(_streams_batch((4, 5)))
+  for group, values in before.items():
+    moved = any(not np.array_equal(v.numpy(), b)
+                for v, b in zip(learner.meta_groups[group], values))
+    assert moved == (group != "head_" + UNUSED), group
+  assert int(unused.iterations.numpy()) == 0 and len(slots) > 2  # Adam's m and v
+  for v, b in zip(unused.variables, slots):
+    np.testing.assert_array_equal(v.numpy(), b)
+  for stream, shape in SHAPES.items():
+    assert int(learner.engine.meta_optimizers[_head(shape)].iterations.numpy()) == 1, stream
+
+
+def test_heads_and_streams_must_agree_and_a_misrouted_stream_is_named():
+  net = _headed().model
+  with pytest.raises(ValueError, match="Base.stream_heads"):
+    base.Base(net)
+  with pytest.raises(ValueError, match=r"SearchNetwork.heads has"):
+    base.Base(net, stream_heads={"a": "20x20x1"})
+  learner = _headed()
+  batch = _streams_batch((1,))
+  batch["a"], batch["b"] = batch["b"], batch["a"]
+  with pytest.raises(ValueError, match=r"stream 'a' gives 14x14x3 images.*head_12x12x1"):
+    learner.train_step(batch)
+  splits = synthetic.prototype_splits(num_classes=(10, 6, 6), size=28)
+  configurables.parse(["gin_configs/experiments/base/multi_size_quick.gin",
+                       "gin_configs/debug/tiny.gin"],
+                      ["second/load_splits.synthetic_image_shape = (20, 20, 3)"])
+  with pytest.raises(ValueError, match=r"TaskStream 'second': 20x20x3 images.*heads"):
+    runner_lib.Runner(model_dir="/nonexistent/never-written", splits=splits)

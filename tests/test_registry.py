@@ -2,6 +2,7 @@
 
 import logging
 
+import numpy as np
 import pytest
 
 from tf_metanas import data
@@ -165,3 +166,17 @@ def test_corrupt_glyph_cache_is_rendered_again(tmp_path, monkeypatch):
   (tmp_path / "c" / "glyphs").joinpath(f"v{glyphs.VERSION}-seed0", "test.npz").write_bytes(b"")
   assert data.load_dataset("glyphs", cache_dir=tmp_path / "c")["test"].num_classes == 5
   assert calls == [0, 0]
+
+
+def test_val_classes_moves_the_rest_of_meta_validation_to_meta_test(omniglot_dir):
+  full = synthetic.prototype_splits(num_classes=(6, 5, 4), per_class=3, size=8)
+  cut = registry.move_val_classes(full, 3)
+  assert cut["train"] is full["train"]
+  assert cut["val"].class_names == full["val"].class_names[:3]
+  assert cut["test"].class_names == full["test"].class_names + full["val"].class_names[3:]
+  np.testing.assert_array_equal(cut["test"].images[cut["test"].class_indices[-1]],
+                                full["val"].images[full["val"].class_indices[4]])
+  loaded = registry.load_dataset("omniglot", data_dir=omniglot_dir, val_classes=1)
+  assert loaded["val"].num_classes == 1
+  with pytest.raises(data.EpisodeSpecError, match="load_splits.val_classes = 99"):
+    registry.load_dataset("omniglot", data_dir=omniglot_dir, val_classes=99)

@@ -27,14 +27,17 @@ from tf_metanas.train import runner as runner_lib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "gin_configs" / "experiments").rglob("*.gin"))
 # Variants whose only change from a config that runs tiny is a number, a criterion (each
-# criterion is checked on hand-made logits in test_caml) or BASE's posterior (softmax is
-# checked in test_base, which builds glyphs_quick_softmax): parsed, not run again.
+# criterion is checked on hand-made logits in test_caml), BASE's posterior (softmax is
+# checked in test_base, which builds glyphs_quick_softmax) or its datasets (base/
+# multi_size_quick runs tiny; glyphs_quick, which it includes, runs in test_base):
+# parsed, not run again.
 NUMBERS_ONLY = {f"caml/{name}.gin" for name in (
     "mini_imagenet_5w5s", "fc100_5w5s", "fc100_5w10s", "s1_mini_imagenet_5w5s",
     "ablations/table3_caml_no_pcc", "ablations/table3_opml_no_pcc", "ablations/table5_forward",
     "ablations/table5_backward", "ablations/table5_entropy", "ablations/table5_variance",
     "ablations/table6_reptile_5w5s", "ablations/table6_mamlpp_5w5s")} | {
-        "base/glyphs_quick_softmax.gin", "base/mini_imagenet_5w5s_softmax.gin"}
+        "base/glyphs_quick_softmax.gin", "base/mini_imagenet_5w5s_softmax.gin",
+        "base/glyphs_quick.gin", "base/multi_size_fc100_mini_imagenet.gin"}
 RUN_TINY = [p for p in EXPERIMENTS
             if str(p.relative_to(ROOT / "gin_configs" / "experiments")) not in NUMBERS_ONLY]
 TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
@@ -227,7 +230,7 @@ def test_every_gin_file_parses(path):
 RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "accuracy", "ci95",
                "num_tasks", "meta_iterations", "tasks_seen", "train_seconds", "test_seconds",
                "parameters", "transductive_batch_norm", "seed", "deterministic", "config_hash",
-               "protocol", "method_results", "selection")
+               "protocol", "method_results", "selection", "train_streams")
 
 
 @pytest.mark.slow
@@ -242,11 +245,13 @@ def test_every_experiment_runs_tiny(path, tmp_path):
     genotype.write_text(search.AUTOMETA_GENOTYPE.to_json())
     params.append(f"GENOTYPE = '{genotype}'")
   _parse(TINY, params=params)
-  results = runner_lib.Runner(model_dir=tmp_path).run()
+  runner = runner_lib.Runner(model_dir=tmp_path)
+  results = runner.run()
   assert 0.0 <= results["accuracy"] <= 1.0 and (tmp_path / "ckpt-2.index").exists()
   saved = json.loads((tmp_path / "results.json").read_text())
   assert set(saved) == set(RESULT_KEYS)  # one schema for every method
   assert saved["num_tasks"] == 4 and saved["meta_iterations"] == 2 and saved["parameters"] > 0
+  assert set(saved["train_streams"]) == set(runner.streams)
   if gin.query_parameter("Runner.learner").selector == "Metanas":
     method = saved["method_results"]
     assert saved["method"] == "metanas"

@@ -417,6 +417,25 @@ def test_from_scratch_retrains_each_distinct_genotype_once(tiny_tnas_run):
   assert saved["accuracy"] == summary["accuracy"] and saved["budget"]["iterations"] == 2
 
 
+def test_from_scratch_scales_the_network_and_can_retrain_second_order(tiny_tnas_run):
+  runner, results = tiny_tnas_run
+  genotype = genotype_lib.Genotype.from_dict(
+      results["method_results"]["decoded_genotypes"][0]["genotype"])
+  settings = from_scratch.FromScratch(algorithm="maml", channels=6, num_cells=3,
+                                      reduction_cells=(1,))
+  net = from_scratch.network_for(runner.model, genotype, 5, settings=settings)
+  assert (net.channels, net.num_cells, net.reduction_cells) == (6, 3, (1,))
+  same = from_scratch.network_for(runner.model, genotype, 5)
+  assert (same.channels, same.num_cells) == (runner.model.channels, runner.model.num_cells)
+  net.build((None,) + runner.splits["train"].image_shape)
+  assert from_scratch.learner_for(settings, net).algorithm == "maml"
+  assert from_scratch.learner_for(from_scratch.FromScratch(), net).algorithm == "fomaml"
+  with pytest.raises(ValueError, match="FromScratch.algorithm = 'reptile'"):
+    from_scratch.FromScratch(algorithm="reptile")
+  with pytest.raises(ValueError, match="FromScratch.channels, FromScratch.num_cells"):
+    from_scratch.retrain(runner, genotype, settings, "from_kept_weights")
+
+
 def test_select_on_val_meta_tests_the_best_validated_checkpoint(tmp_path):
   gin.clear_config()
   configurables.parse(["gin_configs/experiments/automaml/glyphs_quick.gin",

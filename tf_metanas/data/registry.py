@@ -120,9 +120,23 @@ def _unrebuildable(corrupt, command, build_error):
       f"The cache: {corrupt} The raw data: {build_error}", path=corrupt.path)
 
 
+def move_val_classes(splits, keep):
+  """`splits` with meta-validation cut to its first `keep` classes and the rest of them
+  appended to meta-test (their images unchanged; the splits stay disjoint)."""
+  val, test = splits["val"], splits["test"]
+  if not 1 <= int(keep) <= val.num_classes:
+    raise errors.EpisodeSpecError(f"load_splits.val_classes = {keep}: the meta-validation "
+                                  f"split has {val.num_classes} classes (keep 1 to all)")
+  each = lambda store, classes: [(store.class_names[c], store.class_groups[c],
+                                  store.images[store.class_indices[c]]) for c in classes]
+  moved = each(test, range(test.num_classes)) + each(val, range(int(keep), val.num_classes))
+  return {**splits, "val": val.select_classes(list(range(int(keep)))),
+          "test": type(test).from_classes(moved)}
+
+
 def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=False,
                  tfds_dir=None, seed=0, omniglot_split="vinyals", rotations=False,
-                 refresh=False):
+                 refresh=False, val_classes=None):
   """Loads the meta-train / meta-val / meta-test class splits of a dataset.
 
   The first call reads the source and writes `<cache>/<name>/<variant>/{train,val,test}.npz`;
@@ -146,6 +160,9 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
       of 90 degrees, in every split (the MAML code), so a task never holds two rotations
       of one character.
     refresh: ignore and overwrite the cache.
+    val_classes: keep only the first this many meta-validation classes (in class-name
+      order) and move the others to meta-test (BASE's mini-ImageNet split of 64 / 12 / 24
+      classes: `val_classes = 12` on the standard 64 / 16 / 20); None: the split as built.
 
   Returns:
     A dict "train" / "val" / "test" -> ImageStore with disjoint classes.
@@ -184,6 +201,8 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
       raise _unrebuildable(corrupt, command, e) from e
     store_lib.check_disjoint(splits)
     store_lib.save_splits(splits, directory)
+  if val_classes is not None:
+    splits = move_val_classes(splits, val_classes)
   if rotations == "per_task":
     return {s: dataclasses.replace(store, random_rotations=True) for s, store in splits.items()}
   rotated = {"classes": set(splits), "train_classes": {"train"}}.get(rotations, set())

@@ -43,6 +43,9 @@ class TaskStream:
     spec: the stream's EpisodeSpec (None: the Runner's train_spec).
     pool: 0: every meta-training task is new; N > 0: N tasks visited in epochs, each in a
       new order (`EpisodeSampler.pool`; T-NAS: 5,000).
+    source: None (the Runner's meta-train split), or a callable returning a dataset's
+      splits (e.g. `@fc100/load_splits` with its own scoped bindings): the stream's tasks
+      come from that dataset's "train" split (BASE's multi-size multi-task meta-training).
   """
 
   name: str = "train"
@@ -50,18 +53,26 @@ class TaskStream:
   by: str = "class"
   spec: object = None
   pool: int = 0
+  source: object = None
 
   def __post_init__(self):
     start, stop = self.part
     if self.by not in CUTS:
       raise errors.EpisodeSpecError(f"TaskStream {self.name!r}: unknown by={self.by!r}; "
                                     f"use one of {CUTS}")
+    if self.source is not None and not callable(self.source):
+      raise errors.EpisodeSpecError(f"TaskStream {self.name!r}: source must be a callable "
+                                    f"returning splits (e.g. @fc100/load_splits), got "
+                                    f"{self.source!r}")
     if not 0.0 <= start < stop <= 1.0:
       raise errors.EpisodeSpecError(f"TaskStream {self.name!r}: part={self.part} must be "
                                     f"(start, stop) with 0 <= start < stop <= 1")
 
   def store(self, train, seed):
-    """This stream's part of the meta-train ImageStore `train` for run seed `seed`."""
+    """This stream's part of the meta-train ImageStore `train` (or of its source's) for
+    run seed `seed`."""
+    if self.source is not None:
+      train = self.source()["train"]
     if tuple(self.part) == (0.0, 1.0):
       return train
     start, stop = self.part

@@ -74,7 +74,7 @@ def default_forward(model, params, images, context, **call_options):
 def _check_rule(rule, algorithm, first_order_iterations, multi_step_loss_iterations, clip):
   """A `rule` replaces `algorithm` and the MAML++ schedule arguments: given together, they
   must agree, or one would be silently ignored."""
-  kind = ("reptile" if isinstance(rule, rules_lib.Reptile) else
+  kind = ("reptile" if isinstance(rules_lib.innermost(rule), rules_lib.Reptile) else
           "fomaml" if getattr(rule, "first_order", False) else "maml")
   if algorithm is not None and algorithm != kind:
     raise ValueError(f"MetaLearner.algorithm = {algorithm!r} but MetaLearner.rule is a "
@@ -206,7 +206,7 @@ class MetaLearner:
       raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     rule = rule or rules_lib.from_algorithm(algorithm, first_order_iterations,
                                             multi_step_loss_iterations, meta_gradient_clip)
-    reptile = isinstance(rule, rules_lib.Reptile)
+    reptile = isinstance(rules_lib.innermost(rule), rules_lib.Reptile)
     if reptile and (learnable_inner_lr or per_step_bn_statistics or per_step_bn_weights or
                     multi_step_loss_iterations):
       raise ValueError("LSLR, the multi-step loss and per-step BatchNorm statistics and "
@@ -293,6 +293,10 @@ class MetaLearner:
     if missing:
       raise ValueError(f"inner groups {missing} have no variables in {type(model).__name__}, "
                        f"whose parameter groups are {sorted(available)}")
+    heads = [name for name in getattr(model, "head_groups", {}) if name not in self.inner_groups]
+    if heads:
+      raise ValueError(f"the network's heads {heads} are in no inner group, so nothing would "
+                       f"train them: add a ParamGroup for each (BASE: Base.stream_heads)")
     return {name: list(available[name]) for name in self.inner_groups}
 
   def _add_group(self, name, base, variables):
@@ -425,7 +429,8 @@ class MetaLearner:
 
   def multi_step_loss_now(self):
     """Whether the next meta-iteration uses the MAML++ multi-step loss."""
-    return isinstance(self.rule, rules_lib.Maml) and bool(self.plan().regime[1])
+    return (isinstance(rules_lib.innermost(self.rule), rules_lib.Maml) and
+            bool(self.plan().regime[1]))
 
   # ---- forward and loss -------------------------------------------------------------------
 

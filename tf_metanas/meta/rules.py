@@ -393,6 +393,13 @@ class Sequential(UpdateRule):
     return owner is not None and self.parts[owner][0].exact_step(learner, group)
 
 
+def innermost(rule):
+  """The rule a StreamMixture applies per stream (any other rule itself)."""
+  while isinstance(rule, StreamMixture):
+    rule = rule.rule
+  return rule
+
+
 def from_algorithm(algorithm, first_order_iterations=0, multi_step_loss_iterations=0,
                    gradient_clip=None):
     """The rule of a MetaLearner `algorithm` name ("maml", "fomaml", "reptile")."""
@@ -400,3 +407,132 @@ def from_algorithm(algorithm, first_order_iterations=0, multi_step_loss_iteratio
       return Reptile()
     return Maml(algorithm == "fomaml", first_order_iterations, multi_step_loss_iterations,
                 gradient_clip)
+
+
+@gin.configurable(module="tf_metanas.meta")
+class StreamMixture(UpdateRule):
+  """One meta-network meta-trained on a mixture of task streams (BASE Sec. 5.1: tasks of
+  several image sizes, each size with its own featurization head). Every meta-batch index
+  has one task of every stream s; `rule` (Maml or Reptile) gives each stream's task its
+  directions d_s for the shared groups and the groups s owns; then
+
+    shared group:         d = 1/S * sum_s d_s      (every stream's tasks move it)
+    group owned by s:     d = d_s                  (only s's tasks move it: its head)
+
+  so, averaged over the meta-batch, a shared group steps on the mean over all S x T tasks
+  and a head on the mean over its stream's T tasks. Groups of the network's heads that no
+  stream owns are not touched (their values and optimizer slots stay as they are).
+
+  Args:
+    rule: the per-stream UpdateRule (its routes are replaced: each stream's adaptation
+      reads that stream's task).
+    own: stream name -> the groups it owns (e.g. {"glyphs": ["head_28x28x1"]}); the
+      streams the rule reads are its keys.
+  """
+
+  def __init__(self, rule, own):
+    super().__init__()
+    if not own:
+      raise ValueError("StreamMixture.own must name at least one stream")
+    self.rule = rule
+    self.own = {str(stream): tuple(groups) for stream, groups in own.items()}
+    owned = [g for groups in self.own.values() for g in groups]
+    if len(owned) != len(set(owned)):
+      raise ValueError(f"StreamMixture.own gives a group to two streams: {self.own}")
+
+  @property
+  def first_order(self):
+    return getattr(self.rule, "first_order", False)
+
+  def owner(self, learner, group):
+    """The stream owning `group` (or its base group), None for a shared group."""
+    for stream, groups in self.own.items():
+      if group in groups or learner.base_group(group) in groups:
+        return stream
+    return None
+
+  def groups(self, learner):
+    heads = set(getattr(learner.model, "head_groups", {}))
+    missing = [g for groups in self.own.values() for g in groups if g not in learner.meta_groups]
+    if missing:
+      raise ValueError(f"StreamMixture.own names groups {missing} the learner does not "
+                       f"meta-learn; its groups are {sorted(learner.meta_groups)}")
+    return tuple(g for g in self.rule.groups(learner)
+                 if self.owner(learner, g) or learner.base_group(g) not in heads)
+
+  def streams(self, learner, groups):
+    del learner, groups
+    return tuple(sorted(self.own))
+
+  def stream_of(self, learner, group):
+    return self.owner(learner, group) or self.streams(learner, ())[0]
+
+  def primary_stream(self, learner):
+    return None  # the plain metric names are the means over the streams
+
+  def protocol(self, learner, plan):
+    return self.rule.protocol(learner, plan)
+
+  def exact_step(self, learner, group):
+    return self.rule.exact_step(learner, group)
+
+  def regime(self, learner, step):
+    return self.rule.regime(learner, step)
+
+  def first_order_at(self, learner, step):
+    return self.rule.first_order_at(learner, step)
+
+  def auxiliary(self, learner):
+    return self.rule.auxiliary(learner)
+
+  def meta_gradients(self, learner, group, mean_directions):
+    return self.rule.meta_gradients(learner, group, mean_directions)
+
+  def unrolled(self):
+    mixture = copy.copy(self)
+    mixture.rule = self.rule.unrolled()
+    return mixture
+
+  def _routed(self, stream, groups):
+    rule = copy.copy(self.rule)
+    rule.routes = {g: stream for g in groups}
+    return rule
+
+  def _check_head(self, learner, stream, task, groups):
+    """A stream's images must go through a head it owns (or the network's one stem)."""
+    model = learner.model
+    if not getattr(model, "heads", None):
+      return
+    key = "head_" + "x".join(str(int(d)) for d in task["support_images"].shape[-3:])
+    if key not in groups:
+      raise ValueError(f"task stream {stream!r} gives {key[5:]} images, whose head group is "
+                       f"{key!r}, but StreamMixture.own gives {stream!r} the groups "
+                       f"{self.own[stream]}: give it {key!r} (Base.stream_heads)")
+
+  def task_directions(self, learner, tasks, groups, plan, state, task_index):
+    streams = self.streams(learner, groups)
+    shared = [g for g in groups if self.owner(learner, g) is None]
+    share = 1.0 / len(streams)
+    directions = {g: None for g in groups}
+    metrics, auxiliary = {}, {}
+    for stream in streams:
+      mine = shared + [g for g in groups if self.owner(learner, g) == stream]
+      self._check_head(learner, stream, tasks[stream], mine)
+      d, m, a, state = self._routed(stream, mine).task_directions(
+          learner, {stream: tasks[stream]}, mine, plan, state, task_index)
+      for g in mine:
+        scaled = [share * t for t in d[g]] if g in shared else list(d[g])
+        directions[g] = scaled if directions[g] is None else [
+            x + y for x, y in zip(directions[g], scaled)]
+      for name, value in m.items():
+        metrics[f"{stream}/{name}"] = value
+        metrics[name] = metrics.get(name, 0.0) + share * value
+      for name, tensors in a.items():
+        scaled = [share * t for t in tensors]
+        auxiliary[name] = (scaled if name not in auxiliary else
+                           [x + y for x, y in zip(auxiliary[name], scaled)])
+    return directions, metrics, auxiliary, state
+
+  def metric_names(self, learner, groups):
+    names = self.rule.metric_names(learner, groups)
+    return names + [f"{s}/{k}" for s in self.streams(learner, groups) for k in names]

@@ -63,7 +63,15 @@ decoded cells, the table of decoded genotypes; plus the genotypes of one posteri
 task (Architecture/sampled_genotypes), the share of tasks whose sample is their MAP
 architecture, and tau.
 
-Not here: multi-size heads (separate featurization per image size, Sec. 5.1).
+Multi-size multi-task (Sec. 5.1): a network with a head per image shape
+(`SearchNetwork.heads`, e.g. {"28x28x1": "conv", "32x32x3": "conv", "84x84x3": "pooled"}:
+the strides are chosen so the cells see comparable resolutions, as the paper's 1/2 for 32
+and 64 pixels and 1/8 for 224) and `stream_heads` naming each task stream's head
+(`TaskStream.source` loads a stream's own dataset). Each meta-iteration adapts one task of
+every stream per meta-batch index: the task's head is adapted with the weights (its inner
+group copies the weights' optimizer and rate), and `rules.StreamMixture` meta-updates the
+shared cells, classifier and architecture from every stream's tasks (the mean) and each
+head from its own stream's tasks alone, with its own meta optimizer.
 """
 
 import collections
@@ -73,15 +81,18 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metanas import checks
 from tf_metanas.arch import gumbel
 from tf_metanas.arch import mixture as mixture_lib
 from tf_metanas.meta import inner_loop
 from tf_metanas.meta import learner as learner_lib
 from tf_metanas.meta import losses
 from tf_metanas.meta import optimizers
+from tf_metanas.meta import rules
 from tf_metanas.methods import tnas
 from tf_metanas.search import network as network_lib
 from tf_metanas.search import pair_network
+from tf_metanas.search import stem as stem_lib
 from tf_metanas.train import arch_summaries
 
 POSTERIORS = ("gumbel", "softmax")
@@ -146,6 +157,36 @@ class Prior:
     return value / float(max(support_size, 1))
 
 
+def _with_heads(model, stream_heads, settings, meta_update):
+  """MetaLearner settings for a network with heads: an inner group per head (the weights'
+  optimizer and rate), adapted wherever the weights are, its meta learning rate the
+  weights', and a StreamMixture giving each stream its head."""
+  heads = dict(getattr(model, "heads", None) or {})
+  if not heads or not stream_heads:
+    raise checks.ConfigValueError(
+        "Base.stream_heads (task stream -> image shape 'HxWxC') and SearchNetwork.heads "
+        "(image shape -> stem kind) go together: set both, or neither")
+  own = {}
+  for stream, key in stream_heads.items():
+    key = stem_lib.shape_key(stem_lib.parse_key(key))
+    if key not in heads:
+      raise checks.ConfigValueError(f"Base.stream_heads[{stream!r}] = {key!r}, but "
+                                    f"SearchNetwork.heads has {sorted(heads)}")
+    own[stream] = (network_lib.HEAD_PREFIX + key,)
+  names = list(model.head_groups)
+  groups = {g.name: g for g in settings["inner_groups"]}
+  weights = groups["weights"]
+  inner = tuple(groups.values()) + tuple(dataclasses.replace(weights, name=n) for n in names)
+  widen = lambda phases: tuple(
+      dataclasses.replace(p, groups=tuple(p.groups) + tuple(names)) if "weights" in p.groups
+      else p for p in phases)
+  rates = dict(settings["meta_learning_rates"])
+  rates.update({n: rates["weights"] for n in names if n not in rates})
+  return {**settings, "inner_groups": inner, "train_phases": widen(settings["train_phases"]),
+          "test_phases": widen(settings["test_phases"]), "meta_learning_rates": rates,
+          "rule": rules.StreamMixture(rules.from_algorithm(meta_update), own)}
+
+
 def _temperature_value(tau, step):
   return tau(step) if callable(tau) else tau
 
@@ -172,12 +213,14 @@ class Base(tnas.Tnas):
     prior: the `Prior` terms of the inner (and optionally the meta) loss.
     meta_update: "maml" (second order), "fomaml" or "reptile".
     report_tasks: adapted tasks whose posterior heatmaps go to TensorBoard.
+    stream_heads: multi-size: task stream name -> the image shape "HxWxC" of its head in
+      the network's `heads` (see the module docstring); None: one stream, "train".
     **kwargs: MetaLearner arguments over the defaults (inner_groups, train_phases,
       test_phases, meta_learning_rates, meta_optimizer, jit_compile, seed, ...).
   """
 
   def __init__(self, model, posterior="gumbel", tau=1.0, sample_query=True, prior=Prior(),
-               meta_update="maml", report_tasks=3, **kwargs):
+               meta_update="maml", report_tasks=3, stream_heads=None, **kwargs):
     if posterior not in POSTERIORS:
       raise ValueError(f"unknown Base.posterior {posterior!r}; use one of {POSTERIORS}")
     if meta_update not in META_UPDATES:
@@ -206,10 +249,13 @@ class Base(tnas.Tnas):
     elif not isinstance(model, network_lib.SearchNetwork):
       raise ValueError(f"BASE searches a SearchNetwork, got {type(model).__name__}")
     self.report_tasks = int(report_tasks)
+    settings = {**defaults, **kwargs, "forward": self._forward, "loss": self._loss}
+    if getattr(model, "heads", None) or stream_heads:
+      settings = _with_heads(model, stream_heads, settings, meta_update)
+    else:
+      settings["algorithm"] = meta_update
     # T-NAS's views and decoding, not its defaults or its checks (the pair space)
-    learner_lib.MetaLearner.__init__(  # pylint: disable=non-parent-init-called
-        self, model, **{**defaults, **kwargs, "algorithm": meta_update,
-                        "forward": self._forward, "loss": self._loss})
+    learner_lib.MetaLearner.__init__(self, model, **settings)  # pylint: disable=non-parent-init-called
 
   # ---- the posterior --------------------------------------------------------------------
 

@@ -31,6 +31,10 @@ class FunctionalModel(keras.Model):
       groups["arch"] = self.arch_variables
     return groups
 
+  def check_input_shape(self, shape):
+    """Raises ConfigValueError unless the network takes images of `shape` (any here)."""
+    del shape
+
   def call_options(self, regularize, seed=None):
     """Extra `call` arguments for training-only regularization: off when not
     `regularize`, else drawn from the stateless `seed` (none here: no such regularization)."""

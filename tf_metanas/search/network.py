@@ -32,9 +32,10 @@ class _Network(functional.FunctionalModel):
     channel_doubling: double C at every reduction (DARTS) or keep it constant (METANAS).
     stem_multiplier: the stem has stem_multiplier * C channels.
     drop_path_rate: DropPath probability inside the cells (training only).
-    stem: "conv" (DARTS, METANAS: 3x3 conv, BN) or "pooled" (T-NAS's mini-ImageNet stem:
-      3x3 conv to half the stem's channels, BN, 2x2 max-pool, ReLU, then 3x3 conv, BN,
-      2x2 max-pool; BatchNorms affine), which takes 84-pixel images to 21 before the cells.
+    stem: "conv" (DARTS, METANAS: 3x3 conv, BN), "halved" (3x3 conv, BN, 2x2 max-pool)
+      or "pooled" (T-NAS's mini-ImageNet stem: 3x3 conv to half the stem's channels, BN,
+      2x2 max-pool, ReLU, then 3x3 conv, BN, 2x2 max-pool; BatchNorms affine), which takes
+      84-pixel images to 21 before the cells (`search.stem.Stem`).
     heads: None (one stem, part of the weights), or a dict image shape "HxWxC" -> stem
       kind: one stem per input shape (BASE's multi-size heads, e.g. {"28x28x1": "conv",
       "84x84x3": "pooled"}), each its own parameter group "head_HxWxC"; a batch goes
@@ -69,7 +70,7 @@ class _Network(functional.FunctionalModel):
     if key not in self.heads:
       raise checks.ConfigValueError(
           f"{key} images, but SearchNetwork.heads has heads for {sorted(self.heads)} only: "
-          f"add '{key}': 'conv' (or 'pooled') to SearchNetwork.heads")
+          f"add '{key}': one of {stem_lib.KINDS} to SearchNetwork.heads")
     return self.stems[self._stem_keys.index(key)]
 
   def check_input_shape(self, shape):

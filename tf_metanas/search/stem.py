@@ -11,7 +11,8 @@ from keras import layers
 from tf_metanas import checks
 from tf_metanas.search import batch_norm
 
-KINDS = ("conv", "pooled")
+KINDS = ("conv", "halved", "pooled")
+STRIDES = {"conv": 1, "halved": 2, "pooled": 4}
 
 
 def shape_key(shape):
@@ -33,7 +34,8 @@ def parse_key(key):
 
 
 class Stem(layers.Layer):
-  """"conv" (DARTS, METANAS: 3x3 conv, BN; stride 1) or "pooled" (T-NAS's mini-ImageNet
+  """"conv" (DARTS, METANAS: 3x3 conv, BN; stride 1), "halved" (3x3 conv, BN, 2x2
+  max-pool: stride 2, BASE's 32- and 64-pixel heads) or "pooled" (T-NAS's mini-ImageNet
   stem: 3x3 conv to half the channels, BN, 2x2 max-pool, ReLU, then 3x3 conv, BN, 2x2
   max-pool: stride 4, 84 pixels to 21); `channels` output channels."""
 
@@ -49,7 +51,7 @@ class Stem(layers.Layer):
                   layers.MaxPooling2D(2), layers.ReLU()]
     self.conv = layers.Conv2D(channels, 3, padding="same", use_bias=False)
     self.bn = batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5)
-    self.pool = layers.MaxPooling2D(2) if kind == "pooled" else None
+    self.pool = layers.MaxPooling2D(2) if kind != "conv" else None
 
   def _sequence(self):
     return self.pre + [self.conv, self.bn] + ([self.pool] if self.pool else [])

@@ -50,7 +50,9 @@ class FromScratch:
   10 epochs (25,000 meta-iterations), checkpoints compared every 500 meta-iterations on 100
   meta-validation tasks. A CPU user lowers `iterations`, `task_pool` and `eval_tasks`.
   `algorithm` "maml" retrains with second-order MAML (BASE's few-shot table, Sec. 5.2),
-  "fomaml" first order (T-NAS, CAML).
+  "fomaml" first order (T-NAS, CAML). `channels`, `num_cells` and `reduction_cells` scale
+  the retrained network (None: the search network's skeleton; BASE's few-shot network has
+  1.2M weights).
   """
 
   iterations: int = 25000
@@ -64,6 +66,9 @@ class FromScratch:
   eval_tasks: int = 100
   meta_lr_end: float | None = None
   algorithm: str = "fomaml"
+  channels: int | None = None
+  num_cells: int | None = None
+  reduction_cells: tuple | None = None
 
   def __post_init__(self):
     if self.algorithm not in ALGORITHMS:
@@ -78,15 +83,18 @@ class FromScratch:
     return schedules.Cosine(self.meta_lr, self.meta_lr_end, self.iterations)
 
 
-def network_for(search_network, genotype, num_classes, image_shape=None):
+def network_for(search_network, genotype, num_classes, image_shape=None, settings=None):
   """The discrete network of `genotype` on the skeleton of `search_network` (stem, cells,
-  channels), with affine BatchNorms as the authors' retraining network; a search network
-  with heads lends the stem kind of its head of `image_shape` ([H, W, C])."""
+  channels; those `settings` scale replaced), with affine BatchNorms as the authors'
+  retraining network; a search network with heads lends the stem kind of its head of
+  `image_shape` ([H, W, C])."""
   stem = (search_network.heads[stem_lib.shape_key(image_shape)] if search_network.heads
           else search_network.stem)
+  scale = lambda name: (getattr(settings, name, None) if getattr(settings, name, None)
+                        is not None else getattr(search_network, name))
   return network_lib.FixedNetwork(
-      genotype, num_classes, channels=search_network.channels,
-      num_cells=search_network.num_cells, reduction_cells=search_network.reduction_cells,
+      genotype, num_classes, channels=scale("channels"), num_cells=scale("num_cells"),
+      reduction_cells=scale("reduction_cells"),
       channel_doubling=search_network.channel_doubling,
       stem_multiplier=search_network.stem_multiplier, stem=stem, affine=True)
 
@@ -127,13 +135,19 @@ def retrain(runner, genotype, settings, init="from_scratch"):
   "val_accuracy", "val_tasks"})."""
   if init not in INITS:
     raise ValueError(f"unknown initialization {init!r}; use one of {INITS}")
+  scaled = [f"FromScratch.{name}" for name in ("channels", "num_cells", "reduction_cells")
+            if getattr(settings, name) is not None]
+  if init == "from_kept_weights" and scaled:
+    raise checks.ConfigValueError(f"{', '.join(scaled)} rescale the network, whose weights "
+                                  f"then cannot come from the search network's: unset them "
+                                  f"for --decoded=from_kept_weights")
   stream = "train" if "train" in runner.streams else sorted(runner.streams)[0]
   image_shape = runner.splits["train"].image_shape
   train_spec = runner.streams[stream].spec
   retrainer = runner_lib.Runner(
       model_dir=runner.model_dir / init / directory_name(genotype),
       network=lambda num_classes: network_for(runner.model, genotype, num_classes,
-                                              image_shape),
+                                              image_shape, settings),
       learner=lambda model, seed: learner_for(settings, model, seed),
       train_spec=train_spec, test_spec=runner.samplers["test"].spec,
       meta_batch_size=settings.meta_batch_size, num_iterations=settings.iterations,

@@ -236,9 +236,14 @@ class Runner:
         raise errors.EpisodeSpecError(
             f"TaskStream {name!r} has {spec.num_ways}-way tasks but the classifier is built "
             f"for {train_spec.num_ways} ways (Runner.train_spec); use the same number of ways")
+      store = stream.store(train, self.seed)
+      try:
+        self.model.check_input_shape(store.image_shape)
+      except checks.ConfigValueError as e:
+        raise checks.ConfigValueError(f"TaskStream {name!r}: {e}") from e
       samplers[name] = episodes_lib.EpisodeSampler(
-          stream.store(train, self.seed), spec, self.seed, f"meta-train stream {name!r}",
-          stream.sampler_stream(), stream.pool)
+          store, spec, self.seed, f"meta-train stream {name!r}", stream.sampler_stream(),
+          stream.pool)
     return samplers
 
   @property
@@ -465,7 +470,8 @@ class Runner:
       parameters each task predicts with: task-specific for METANAS), transductive
       BatchNorm or not, seed, deterministic (bit-identical reruns: `determinism`), config_hash (of the operative gin config), protocol (the
       meta-test protocol in full), method_results (the method's own section) and selection
-      (the checkpoint meta-tested: the last, or the best on meta-validation).
+      (the checkpoint meta-tested: the last, or the best on meta-validation), train_streams
+      (each meta-training stream's classes and image shape).
     """
     trained, seconds = int(self.learner.step.numpy()), float(self.train_seconds.numpy())
     selection = self.restore_selected()
@@ -486,7 +492,10 @@ class Runner:
         "transductive_batch_norm": self.learner.transductive, "seed": self.seed,
         "deterministic": determinism.enabled(),
         "config_hash": hashlib.sha256(config.encode("utf-8")).hexdigest()[:16],
-        "protocol": self.protocol(), "method_results": evaluation["method_results"]}
+        "protocol": self.protocol(), "method_results": evaluation["method_results"],
+        "train_streams": {name: {"classes": sampler.store.num_classes,
+                                 "image_shape": list(sampler.store.image_shape)}
+                          for name, sampler in self.streams.items()}}
     results["selection"] = ({"by": "meta-validation accuracy", **selection} if selection
                             else {"by": "last checkpoint", "step": trained})
     if self.chief:
