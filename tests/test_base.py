@@ -287,6 +287,8 @@ def test_a_tiny_base_run_reports_decoded_genotypes(tmp_path):
     assert all(len(node) == 2 for node in genotype.normal + genotype.reduce)
     assert entry["parameters"] == runner.learner.model.count_params_of(genotype)
   assert 0.0 <= method["supernet_accuracy"] <= 1.0 and 0.0 <= method["sample_is_map"] <= 1.0
+  averaged = genotype_lib.Genotype.from_dict(method["averaged_genotype"])
+  assert method["averaged_tasks"] == 4 and all(len(n) == 2 for n in averaged.normal)
   assert any("distinct genotypes" in line for line in runner.summary_lines(results))
 
 
@@ -336,6 +338,38 @@ def test_the_pair_space_samples_slots_and_derives_two_pairs_per_node():
       for op, i in node:
         want[topology.edge_index(j, i), ops.index(op)] += 1.0
     np.testing.assert_array_equal(mixture[f"{cell}_ops"].numpy(), want)
+  # the averaged derivation: the mean over tasks of each slot's block categorical
+  archs = [a.numpy().astype(np.float64) for a in outputs["arch"]]
+  averaged = learner.averaged_arch(archs)
+  for k, a in enumerate(archs):
+    for start, stop in topology.node_slices(2):
+      for s in range(2):
+        want = np.mean([_softmax(a[t, s, start:stop].ravel()) for t in range(2)], axis=0)
+        got = np.exp(averaged[k].numpy()[s, start:stop].ravel())
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def test_the_averaged_derivation_takes_the_mean_posterior_of_the_first_tasks():
+  learner = base.Base(_supernet(ops=CHEAP_OPS), average_tasks=2)
+  rng = np.random.default_rng(0)
+  archs = [rng.normal(0, 3, (3,) + tuple(v.shape)) for v in learner.model.arch_variables]
+  averaged = learner.averaged_arch(archs)  # tasks 0 and 1 only
+  for got, a in zip(averaged, archs):
+    np.testing.assert_allclose(np.exp(got.numpy()), (_softmax(a[0]) + _softmax(a[1])) / 2,
+                               rtol=1e-6)
+  # the mean of the probabilities, not of the logits: on every edge task 0 puts 0.98 on
+  # "avg_pool_3x3", task 1 0.6 on "skip_connect" and 0.001 on "avg_pool_3x3"; the mean
+  # probability picks avg_pool (0.49 against 0.305), a mean of the logits would pick skip
+  confident, weak = np.log([0.01, 0.01, 0.98]), np.log([0.399, 0.6, 0.001])
+  archs = [np.stack([np.tile(confident, (n, 1)), np.tile(weak, (n, 1))])
+           for n in (int(v.shape[0]) for v in learner.model.arch_variables)]
+  genotype = learner.genotype_of(learner.averaged_arch(archs))
+  assert {op for node in genotype.normal + genotype.reduce for op, _ in node} == {"avg_pool_3x3"}
 
 
 # ---- multi-size heads ---------------------------------------------------------------------

@@ -57,6 +57,12 @@ noise is added to its [slots, edges, ops] logits, its mixture is the block-wise 
 sample, the KL runs over each node slot's block, and the most probable architecture is the
 argmax pair of every slot (never "none").
 
+Averaged derivation (Sec. 5.2, the paper's ImageNet architecture: "averaging the sampled
+architecture distributions for 8 random datasets"): the most probable architecture of the
+mean posterior, p_bar = 1/n sum_t Cat(softmax(a_T,t)) over the first `average_tasks`
+tasks of an evaluation (`averaged_arch`: log p_bar, per categorical), reported as
+"averaged_genotype". It reads the tasks' adapted posteriors only, i.e. their support sets.
+
 TensorBoard (`summarize`): T-NAS's views, i.e. heatmaps of the posterior categoricals
 softmax(a_T) (temperature-free) of the meta prior and of `report_tasks` adapted tasks, their
 decoded cells, the table of decoded genotypes; plus the genotypes of one posterior sample per
@@ -93,6 +99,7 @@ from tf_metanas.methods import tnas
 from tf_metanas.search import network as network_lib
 from tf_metanas.search import pair_network
 from tf_metanas.search import stem as stem_lib
+from tf_metanas.search import topology
 from tf_metanas.train import arch_summaries
 
 POSTERIORS = ("gumbel", "softmax")
@@ -213,6 +220,7 @@ class Base(tnas.Tnas):
     prior: the `Prior` terms of the inner (and optionally the meta) loss.
     meta_update: "maml" (second order), "fomaml" or "reptile".
     report_tasks: adapted tasks whose posterior heatmaps go to TensorBoard.
+    average_tasks: tasks whose posteriors the averaged derivation averages (the paper: 8).
     stream_heads: multi-size: task stream name -> the image shape "HxWxC" of its head in
       the network's `heads` (see the module docstring); None: one stream, "train".
     **kwargs: MetaLearner arguments over the defaults (inner_groups, train_phases,
@@ -220,7 +228,8 @@ class Base(tnas.Tnas):
   """
 
   def __init__(self, model, posterior="gumbel", tau=1.0, sample_query=True, prior=Prior(),
-               meta_update="maml", report_tasks=3, stream_heads=None, **kwargs):
+               meta_update="maml", report_tasks=3, average_tasks=8, stream_heads=None,
+               **kwargs):
     if posterior not in POSTERIORS:
       raise ValueError(f"unknown Base.posterior {posterior!r}; use one of {POSTERIORS}")
     if meta_update not in META_UPDATES:
@@ -249,6 +258,7 @@ class Base(tnas.Tnas):
     elif not isinstance(model, network_lib.SearchNetwork):
       raise ValueError(f"BASE searches a SearchNetwork, got {type(model).__name__}")
     self.report_tasks = int(report_tasks)
+    self.average_tasks = checks.count("Base.average_tasks", average_tasks)
     settings = {**defaults, **kwargs, "forward": self._forward, "loss": self._loss}
     if getattr(model, "heads", None) or stream_heads:
       settings = _with_heads(model, stream_heads, settings, meta_update)
@@ -322,6 +332,27 @@ class Base(tnas.Tnas):
                  for a in arch]
     return {**params, "arch": decoded}
 
+  def log_probabilities(self, arch):
+    """log Cat(softmax(a)) of every categorical, in the layout of `arch`: per edge (cell
+    space), per node slot's (input, op) block (pair space)."""
+    if not self.pairs:
+      return [tf.nn.log_softmax(a, -1) for a in arch]
+    out = []
+    for a in arch:
+      blocks = [a[:, start:stop, :] for start, stop in topology.node_slices(self.model.num_nodes)]
+      out.append(tf.concat([b - tf.reduce_logsumexp(b, axis=[1, 2], keepdims=True)
+                            for b in blocks], axis=1))
+    return out
+
+  def averaged_arch(self, archs):
+    """log p_bar: the mean posterior categoricals of the first `average_tasks` tasks of
+    `archs` (per architecture tensor [tasks, ...]), in the architecture's layout."""
+    n = min(self.average_tasks, int(archs[0].shape[0]))
+    per_task = [self.log_probabilities([tf.convert_to_tensor(a[t]) for a in archs])
+                for t in range(n)]
+    return [tf.reduce_logsumexp(tf.stack([p[k] for p in per_task]), 0) - np.log(n)
+            for k in range(len(archs))]
+
   def genotype_of(self, arch):
     """The most probable architecture's genotype of architecture tensors `arch`."""
     arch = [tf.convert_to_tensor(a) for a in arch]
@@ -361,9 +392,13 @@ class Base(tnas.Tnas):
     map_genotypes = self.task_genotypes(outputs["arch"])
     agree = float(np.mean([s == m for s, m in zip(samples, map_genotypes)]))
     tf.summary.scalar("Architecture/sample_is_map", agree, step=step)
+    averaged = self.genotype_of(self.averaged_arch(outputs["arch"]))
+    arch_summaries.write_genotype("averaged/genotype", averaged, step)
     results.update(
         decoding=("pairs" if self.pairs else "darts") +
         " (most probable architecture of the adapted posterior)",
         posterior=self.posterior, tau=tau, meta_update=self.meta_update,
-        distinct_sampled_genotypes=len(counts), sample_is_map=agree)
+        distinct_sampled_genotypes=len(counts), sample_is_map=agree,
+        averaged_genotype=averaged.to_dict(),
+        averaged_tasks=min(self.average_tasks, len(map_genotypes)))
     return results
