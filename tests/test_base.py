@@ -289,6 +289,10 @@ def test_a_tiny_base_run_reports_decoded_genotypes(tmp_path):
   assert 0.0 <= method["supernet_accuracy"] <= 1.0 and 0.0 <= method["sample_is_map"] <= 1.0
   averaged = genotype_lib.Genotype.from_dict(method["averaged_genotype"])
   assert method["averaged_tasks"] == 4 and all(len(n) == 2 for n in averaged.normal)
+  tags = {value.tag for path in tmp_path.rglob("events.out.tfevents.*")
+          for event in tf.compat.v1.train.summary_iterator(str(path))
+          for value in event.summary.value}
+  assert {"Architecture/posterior_pca", "Architecture/averaged/genotype"} <= tags
   assert any("distinct genotypes" in line for line in runner.summary_lines(results))
 
 
@@ -347,6 +351,16 @@ def test_the_pair_space_samples_slots_and_derives_two_pairs_per_node():
         want = np.mean([_softmax(a[t, s, start:stop].ravel()) for t in range(2)], axis=0)
         got = np.exp(averaged[k].numpy()[s, start:stop].ravel())
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_the_posterior_pca_projects_on_the_directions_of_largest_variance():
+  from tf_metanas.search import visualize  # pylint: disable=import-outside-toplevel
+  direction = np.array([3.0, 4.0, 0.0]) / 5.0
+  offsets = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+  points = 7.0 + offsets[:, None] * direction + 1e-3 * np.array([0.0, 0.0, 1.0]) * offsets[::-1, None] ** 2
+  projected, explained = visualize.pca_projection(points)
+  np.testing.assert_allclose(np.abs(projected[:, 0]), np.abs(offsets), atol=1e-3)
+  assert explained[0] > 0.999 and explained.sum() <= 1.0 + 1e-12
 
 
 def _softmax(x):

@@ -67,7 +67,11 @@ TensorBoard (`summarize`): T-NAS's views, i.e. heatmaps of the posterior categor
 softmax(a_T) (temperature-free) of the meta prior and of `report_tasks` adapted tasks, their
 decoded cells, the table of decoded genotypes; plus the genotypes of one posterior sample per
 task (Architecture/sampled_genotypes), the share of tasks whose sample is their MAP
-architecture, and tau.
+architecture, tau, the averaged derivation's cells, and the paper's Figure 3 for the
+evaluated tasks (Architecture/posterior_pca: each task's adapted posterior, its
+log-probabilities flattened, on the first two principal components, coloured by MAP
+genotype, the meta prior as a star). Figure 3's other half, the weights' posteriors, is not
+drawn: a task's adapted weights are not kept past its evaluation.
 
 Multi-size multi-task (Sec. 5.1): a network with a head per image shape
 (`SearchNetwork.heads`, e.g. {"28x28x1": "conv", "32x32x3": "conv", "84x84x3": "pooled"}:
@@ -100,6 +104,7 @@ from tf_metanas.search import network as network_lib
 from tf_metanas.search import pair_network
 from tf_metanas.search import stem as stem_lib
 from tf_metanas.search import topology
+from tf_metanas.search import visualize
 from tf_metanas.train import arch_summaries
 
 POSTERIORS = ("gumbel", "softmax")
@@ -353,6 +358,29 @@ class Base(tnas.Tnas):
     return [tf.reduce_logsumexp(tf.stack([p[k] for p in per_task]), 0) - np.log(n)
             for k in range(len(archs))]
 
+  def posterior_points(self, archs):
+    """Each task's adapted posterior as one point: its log-probabilities of every
+    categorical, flattened ([tasks, d]; per-categorical shifts of the logits removed)."""
+    return np.stack([np.concatenate([p.numpy().ravel() for p in self.log_probabilities(
+        [tf.convert_to_tensor(a[t]) for a in archs])]) for t in range(len(archs[0]))])
+
+  def posterior_pca(self, archs, genotypes, title=None):
+    """The paper's Figure 3 for one evaluation: the tasks' adapted posteriors on their first
+    two principal components, coloured by MAP genotype (the 5 most common, then "other"),
+    the meta prior softmax(a) as a star."""
+    points = self.posterior_points(archs)
+    ranked = [g for g, _ in collections.Counter(genotypes).most_common(5)]
+    groups, other = collections.defaultdict(list), "other genotypes"
+    for point, genotype in zip(points, genotypes):
+      name = (f"MAP genotype {ranked.index(genotype) + 1}" if genotype in ranked and
+              genotypes.count(genotype) > 1 else other)
+      groups[name].append(point)
+    prior = self.posterior_points([v.numpy()[None] for v in self.model.arch_variables])[0]
+    return visualize.plot_pca(
+        dict(sorted(groups.items())),
+        title or f"adapted architecture posteriors of {len(points)} tasks (PCA)",
+        {"meta prior": prior}, muted=(other,))
+
   def genotype_of(self, arch):
     """The most probable architecture's genotype of architecture tensors `arch`."""
     arch = [tf.convert_to_tensor(a) for a in arch]
@@ -394,6 +422,8 @@ class Base(tnas.Tnas):
     tf.summary.scalar("Architecture/sample_is_map", agree, step=step)
     averaged = self.genotype_of(self.averaged_arch(outputs["arch"]))
     arch_summaries.write_genotype("averaged/genotype", averaged, step)
+    arch_summaries.write_image("Architecture/posterior_pca",
+                               self.posterior_pca(outputs["arch"], map_genotypes), step)
     results.update(
         decoding=("pairs" if self.pairs else "darts") +
         " (most probable architecture of the adapted posterior)",

@@ -160,6 +160,48 @@ def plot_consolidation(decisions, num_nodes, op_names, step, title="consolidatio
   return fig
 
 
+def pca_projection(points, dims=2):
+  """(projected points [n, dims], explained variance ratio [dims]) of `points` [n, d] on
+  their first principal components (centered; SVD)."""
+  points = np.asarray(points, np.float64)
+  centered = points - points.mean(axis=0)
+  _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+  total = float(np.sum(singular ** 2)) or 1.0
+  vt = np.pad(vt[:dims], ((0, max(dims - len(vt), 0)), (0, 0)))
+  singular = np.pad(singular[:dims], (0, max(dims - len(singular), 0)))
+  return centered @ vt.T, singular ** 2 / total
+
+
+def plot_pca(groups, title, marked=None, muted=()):
+  """A scatter of labelled point sets on the first two principal components of all of them
+  (BASE Fig. 3). `groups`: label -> [n, d] points; `marked`: label -> one [d] point drawn
+  as a star (e.g. the meta prior); `muted`: labels drawn in grey (e.g. "other")."""
+  marked = marked or {}
+  labels = list(groups) + list(marked)
+  stacked = [np.asarray(groups[k], np.float64).reshape(-1, np.shape(groups[k])[-1])
+             for k in groups] + [np.asarray(marked[k], np.float64)[None] for k in marked]
+  projected, explained = pca_projection(np.concatenate(stacked))
+  fig, ax = plt.subplots(figsize=(6.4, 5.2))
+  start = 0
+  for index, (label, points) in enumerate(zip(labels, stacked)):
+    part = projected[start:start + len(points)]
+    start += len(points)
+    if label in marked:
+      ax.scatter(part[:, 0], part[:, 1], marker="*", s=260, c="black", edgecolors="white",
+                 label=label, zorder=3)
+    else:
+      color = "#9e9e9e" if label in muted else plt.cm.tab10(index % 10)
+      ax.scatter(part[:, 0], part[:, 1], s=28, alpha=0.75, color=color,
+                 label=f"{label} ({len(points)})")
+  ax.set_xlabel(f"PC 1 ({explained[0]:.0%} of the variance)")
+  ax.set_ylabel(f"PC 2 ({explained[1]:.0%} of the variance)")
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=8, loc="best", framealpha=0.85)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return fig
+
+
 def figure_to_png(fig):
   """PNG bytes of a figure, which is closed."""
   buffer = io.BytesIO()
