@@ -357,7 +357,8 @@ def test_the_posterior_pca_projects_on_the_directions_of_largest_variance():
   from tf_metanas.search import visualize  # pylint: disable=import-outside-toplevel
   direction = np.array([3.0, 4.0, 0.0]) / 5.0
   offsets = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
-  points = 7.0 + offsets[:, None] * direction + 1e-3 * np.array([0.0, 0.0, 1.0]) * offsets[::-1, None] ** 2
+  bend = 1e-3 * np.array([0.0, 0.0, 1.0]) * offsets[::-1, None] ** 2  # a little off the line
+  points = 7.0 + offsets[:, None] * direction + bend
   projected, explained = visualize.pca_projection(points)
   np.testing.assert_allclose(np.abs(projected[:, 0]), np.abs(offsets), atol=1e-3)
   assert explained[0] > 0.999 and explained.sum() <= 1.0 + 1e-12

@@ -270,7 +270,8 @@ class Base(tnas.Tnas):
     else:
       settings["algorithm"] = meta_update
     # T-NAS's views and decoding, not its defaults or its checks (the pair space)
-    learner_lib.MetaLearner.__init__(self, model, **settings)  # pylint: disable=non-parent-init-called
+    init = learner_lib.MetaLearner.__init__  # pylint: disable=non-parent-init-called
+    init(self, model, **settings)
 
   # ---- the posterior --------------------------------------------------------------------
 
