@@ -10,6 +10,7 @@ from tf_metanas.meta import inner_loop  # pylint: disable=unused-import
 from tf_metanas.meta import learner  # pylint: disable=unused-import
 from tf_metanas.meta import optimizers  # pylint: disable=unused-import
 from tf_metanas.meta import schedules  # pylint: disable=unused-import
+from tf_metanas.methods import autometa  # pylint: disable=unused-import
 from tf_metanas.methods import base  # pylint: disable=unused-import
 from tf_metanas.methods import caml  # pylint: disable=unused-import
 from tf_metanas.methods import metanas  # pylint: disable=unused-import

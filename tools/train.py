@@ -1,58 +1,12 @@
-r"""Meta-trains and meta-tests a configuration: flags -> gin -> Runner.
-
-  python tools/train.py --gin_file=gin_configs/experiments/baselines/reptile_glyphs_5w1s.gin \
-      --model_dir=runs/reptile_glyphs
-  python tools/train.py ... --strategy=mirrored                 # every local GPU
-  python tools/train.py ... --strategy=multi_worker --worker_hosts=h1:2222,h2:2222 \
-      --task_index=0                                            # on h1; --task_index=1 on h2
-
-A run that cannot go on safely (diverged, its model_dir held by another process, resumed
-with another configuration, no readable checkpoint, a bad value) logs why and what would
-work, and exits 1.
-"""
-
-import sys
+"""tools/train.py: the binary of tf_metanas.train.main (its docstring is this one's --help)."""
 
 from absl import app
-from absl import flags
 from absl import logging
-import gin
 
-from tf_metanas import configurables
-from tf_metanas.train import cli
-from tf_metanas.train import runner as runner_lib
+from tf_metanas.train import main
 
-_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
-_GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings, after the files.")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go.", required=True)
-
-
-_FORCE_RESUME = flags.DEFINE_bool(
-    "force_resume", False, "Resume a model_dir whose stored configuration differs from this "
-    "one in bindings beyond the safe ones (iterations, logging, validation, checkpoint and "
-    "meta-test cadence); without it such a resume is refused, listing them.")
-
-
-def main(argv):
-  del argv
-  try:
-    configurables.parse(_GIN_FILES.value, _GIN_PARAMS.value)
-  except ValueError as e:
-    raise app.UsageError(str(e))
-  try:
-    with cli.strategy_from_flags().scope():
-      runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
-    gin.finalize()
-    results = runner.run(force_resume=_FORCE_RESUME.value)
-  except runner_lib.RUN_ERRORS as e:
-    logging.error("%s", e)
-    sys.exit(1)
-  for line in runner.summary_lines(results):
-    logging.info("%s", line)
-  logging.info("results: %s/results.json; TensorBoard: tensorboard --logdir %s",
-               _MODEL_DIR.value, _MODEL_DIR.value)
-
+__doc__ = main.__doc__  # pylint: disable=redefined-builtin
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  app.run(main.main)

@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from tf_metanas.search import batch_norm
+from tf_metanas.search import blocks
 from tf_metanas.search import functional
 from tf_metanas.search import genotype as genotype_lib
 from tf_metanas.search import network as network_lib
@@ -152,9 +153,32 @@ def mamlpp_network(num_classes, filters=48):
                input_std=IMAGENET_STD)
 
 
-def autometa_network(num_classes, channels=12, num_cells=4, reduction_cells=(1, 3), **kwargs):
-  """A FixedNetwork of the Auto-Meta cell with `channels` = F filters, stacked like the
-  METANAS networks (four cells, reductions second and fourth) for a like-for-like
-  comparison."""
-  return network_lib.FixedNetwork(AUTOMETA_GENOTYPE, num_classes, channels=channels,
-                                  num_cells=num_cells, reduction_cells=reduction_cells, **kwargs)
+def autometa_network(num_classes, cell=None, filters=12, unroll=1, scale_rate=1, stem="conv",
+                     **kwargs):
+  """The Auto-Meta network (Kim et al. 2018, Table A1): N = `unroll` cells, a reduction
+  cell, N cells (2N + 1 cells, the PNAS stacking), F = `filters` filters in the stem and the
+  first cells, multiplied by the feature scale rate (1 or 2) at the reduction.
+
+  With the paper's Fig. 1 cell and N = 1 this is 25.6k weights at F = 10, rate 1 (the paper's
+  small setting: 28k with its own cells) and 106k at F = 12, rate 2 (large: 94-99k) on
+  84x84x3 images.
+
+  Args:
+    num_classes: ways.
+    cell: a `search.blocks.BlockCell`, its JSON, or None for the Fig. 1 cell.
+    filters: F.
+    unroll: N, cells before and after the reduction cell (Table A1: 0 or 1).
+    scale_rate: 1 (constant width) or 2 (doubled at the reduction).
+    stem: the stem kind (`search.stem.KINDS`; "conv": a 3x3 convolution at stride 1).
+    **kwargs: further FixedNetwork arguments.
+  """
+  if scale_rate not in (1, 2):
+    raise ValueError(f"autometa_network.scale_rate = {scale_rate!r}: the feature scale rate "
+                     f"is 1 or 2")
+  if isinstance(cell, str):
+    cell = blocks.BlockCell.from_json(cell)
+  genotype = AUTOMETA_GENOTYPE if cell is None else cell.genotype()
+  return network_lib.FixedNetwork(genotype, num_classes, channels=filters,
+                                  num_cells=2 * unroll + 1, reduction_cells=(unroll,),
+                                  channel_doubling=scale_rate == 2, stem_multiplier=1,
+                                  stem=stem, **kwargs)

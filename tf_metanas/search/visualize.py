@@ -202,6 +202,42 @@ def plot_pca(groups, title, marked=None, muted=()):
   return fig
 
 
+def plot_cells(cells, titles):
+  """Block cells (`search.blocks.BlockCell`) one above the other, each titled. Returns the
+  figure."""
+  width = 1.8 * (max(c.num_blocks for c in cells) + 2)
+  fig, axes = plt.subplots(len(cells), 1, figsize=(max(width, 6.0), 3.2 * len(cells)),
+                           squeeze=False)
+  for ax, cell, title in zip(axes[:, 0], cells, titles):
+    draw_cell(ax, cell.blocks, title)
+  fig.tight_layout()
+  return fig
+
+
+def plot_depth_distribution(depths_by_stage, title):
+  """Stacked bars, one per stage, of the share of cells at each depth (Auto-Meta Fig. 2).
+
+  Args:
+    depths_by_stage: stage -> the depths of that stage's cells.
+  """
+  stages = sorted(depths_by_stage)
+  deepest = max(max(d, default=1) for d in depths_by_stage.values())
+  fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(stages), 3.8))
+  bottom = np.zeros(len(stages))
+  for depth in range(1, deepest + 1):
+    share = np.array([np.mean(np.asarray(depths_by_stage[s]) == depth)
+                      if depths_by_stage[s] else 0.0 for s in stages])
+    ax.bar([f"b={s}" for s in stages], share, bottom=bottom, label=f"D{depth}",
+           color=plt.cm.viridis(depth / (deepest + 1)))
+    bottom += share
+  ax.set_ylabel("share of the stage's top cells")
+  ax.set_ylim(0, 1)
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="depth")
+  fig.tight_layout()
+  return fig
+
+
 def figure_to_png(fig):
   """PNG bytes of a figure, which is closed."""
   buffer = io.BytesIO()

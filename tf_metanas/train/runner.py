@@ -128,13 +128,16 @@ class Runner:
       model_dir/best; the last meta-iteration is always validated) instead of the last
       one: Auto-MAML's choice of its architecture, the checkpoint selection of a
       from-scratch retraining. Needs eval_every > 0.
+    test_split: the split of the final evaluation: "test" (the meta-test), or "val" to
+      score a configuration on meta-validation tasks (Auto-Meta's candidates: choosing an
+      architecture on meta-test tasks would leak them into the reported result).
   """
 
   def __init__(self, model_dir, network, learner, train_spec=None, test_spec=None,
                meta_batch_size=4, num_iterations=1000, eval_every=500, eval_tasks=100,
                test_tasks=600, test_batch_size=20, checkpoint_every=100, log_every=10, seed=0,
                splits=None, max_checkpoints=3, streams=(streams_lib.TaskStream(),),
-               dataset=None, select_on_val=False):
+               dataset=None, select_on_val=False, test_split="test"):
     self.model_dir = pathlib.Path(model_dir)
     self.meta_batch_size = checks.count("Runner.meta_batch_size", meta_batch_size)
     self.num_iterations = checks.count("Runner.num_iterations", num_iterations, 0,
@@ -147,6 +150,10 @@ class Runner:
     self.log_every = checks.count("Runner.log_every", log_every)
     max_checkpoints = checks.count("Runner.max_checkpoints", max_checkpoints)
     self.seed = checks.count("Runner.seed", seed, 0)
+    if test_split not in ("test", "val"):
+      raise checks.ConfigValueError(f"Runner.test_split = {test_split!r}: use \"test\" (the "
+                                    f"meta-test) or \"val\" (score on meta-validation)")
+    self.test_split = test_split
     self.dataset = dataset or ("custom" if splits else _dataset_name())
     splits = splits if splits is not None else load_splits()
     self.splits = splits
@@ -173,8 +180,11 @@ class Runner:
     if splits["val"].num_classes:
       self.samplers["val"] = episodes_lib.EpisodeSampler(splits["val"], test_spec, seed + 1,
                                                          "meta-val")
-    elif self.eval_every:
+    elif self.eval_every or test_split == "val":
       raise errors.EpisodeSpecError(
+          f"Runner.test_split = \"val\" scores on meta-validation tasks, but this dataset "
+          f"split has no meta-validation classes: use a split with a val part"
+          if test_split == "val" else
           f"Runner.eval_every = {self.eval_every} meta-validates, but this dataset split has "
           f"no meta-validation classes (e.g. Omniglot's 'reptile' split, as REPTILE "
           f"validates on none): set Runner.eval_every = 0 or use a split with a val part")
@@ -445,7 +455,7 @@ class Runner:
     whether BatchNorm normalizes with the statistics of the batch evaluated and how the
     queries are batched (all of a task's at once, or each with the support set), the number
     of test tasks."""
-    spec, learner = self.samplers["test"].spec, self.learner
+    spec, learner = self.samplers[self.test_split].spec, self.learner
     return {"num_ways": spec.num_ways, "num_shots": spec.num_shots,
             "num_queries": spec.num_queries,
             "inner_batch_size": spec.inner_batch_size or spec.support_size,
@@ -454,7 +464,7 @@ class Runner:
             "query_batches": learner.query_batches,
             "query_batch_size": (spec.query_size if learner.query_batches == "all"
                                  else spec.support_size + 1),
-            "num_tasks": self.test_tasks}
+            "num_tasks": self.test_tasks, "split": self.test_split}
 
   def test(self, results_name="results.json"):
     """The final meta-test, holding model_dir (see `_test`)."""
@@ -464,8 +474,9 @@ class Runner:
   def _test(self, results_name):
     """The final meta-test: writes and returns the results, one schema for every method:
 
-      method, dataset, num_ways, num_shots, num_queries, accuracy and ci95 (95% CI over
-      tasks), num_tasks, meta_iterations, tasks_seen (meta-training tasks, every stream),
+      method, dataset, split (of the evaluated tasks: "test", or "val" when
+      `test_split` scores on meta-validation), num_ways, num_shots, num_queries, accuracy
+      and ci95 (95% CI over tasks), num_tasks, meta_iterations, tasks_seen (meta-training tasks, every stream),
       train_seconds and test_seconds (wall-clock), parameters (the mean over tasks of the
       parameters each task predicts with: task-specific for METANAS), transductive
       BatchNorm or not, seed, deterministic (bit-identical reruns: `determinism`), config_hash (of the operative gin config), protocol (the
@@ -477,11 +488,12 @@ class Runner:
     selection = self.restore_selected()
     step = int(self.learner.step.numpy())
     began = time.perf_counter()
-    evaluation = self._log_eval("test", self.test_tasks, step)
-    spec = self.samplers["test"].spec
+    evaluation = self._log_eval(self.test_split, self.test_tasks, step)
+    spec = self.samplers[self.test_split].spec
     config = gin.operative_config_str()
     results = {
         "method": self.learner.method_name(), "dataset": self.dataset,
+        "split": self.test_split,
         "num_ways": spec.num_ways, "num_shots": spec.num_shots,
         "num_queries": spec.num_queries, "accuracy": evaluation["accuracy"],
         "ci95": evaluation["ci95"], "num_tasks": self.test_tasks, "meta_iterations": trained,
@@ -508,7 +520,9 @@ class Runner:
     return [f"{results['method']} on {results['dataset']}, {results['num_ways']}-way "
             f"{results['num_shots']}-shot, {results['num_queries']} "
             f"quer{'y' if results['num_queries'] == 1 else 'ies'} per class, "
-            f"{results['num_tasks']} test tasks, transductive BatchNorm "
+            f"{results['num_tasks']} "
+            f"{'meta-validation' if results.get('split') == 'val' else 'test'} tasks, "
+            f"transductive BatchNorm "
             f"{'on' if results['transductive_batch_norm'] else 'off'}: accuracy "
             f"{100 * results['accuracy']:.2f}% +- {100 * results['ci95']:.2f}% (95% CI); "
             f"{results['parameters']:.0f} parameters; {results['meta_iterations']} "
