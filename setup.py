@@ -34,7 +34,9 @@ setuptools.setup(
     extras_require={
         # NVIDIA GPUs: CUDA and cuDNN wheels matching TensorFlow 2.21.
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        # Auto-Meta's searches on a Dask cluster (tools/search.py --executor=dask).
+        "dask": ["dask[distributed]>=2026.1,<2027"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "dask[distributed]>=2026.1,<2027"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -37,7 +37,11 @@ NUMBERS_ONLY = {f"caml/{name}.gin" for name in (
     "ablations/table5_backward", "ablations/table5_entropy", "ablations/table5_variance",
     "ablations/table6_reptile_5w5s", "ablations/table6_mamlpp_5w5s")} | {
         "base/glyphs_quick_softmax.gin", "base/mini_imagenet_5w5s_softmax.gin",
-        "base/glyphs_quick.gin", "base/multi_size_fc100_mini_imagenet.gin"}
+        "base/glyphs_quick.gin", "base/multi_size_fc100_mini_imagenet.gin"} | {
+        # Auto-Meta: glyphs_quick runs tiny as real candidate jobs in test_autometa.
+        f"autometa/{name}.gin" for name in (
+            "mini_imagenet_5w1s_large", "mini_imagenet_5w5s_small", "mini_imagenet_5w5s_large",
+            "omniglot_5w1s", "glyphs_quick")}
 RUN_TINY = [p for p in EXPERIMENTS
             if str(p.relative_to(ROOT / "gin_configs" / "experiments")) not in NUMBERS_ONLY]
 TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
@@ -100,6 +104,24 @@ def test_event_files_hold_train_and_eval_scalars_and_the_config(tmp_path):
   accumulator = event_accumulator.EventAccumulator(str(tmp_path / "train"))
   accumulator.Reload()
   assert [e.step for e in accumulator.Tensors("Train/query_accuracy")] == [1, 2]
+
+
+def test_test_split_val_scores_on_meta_validation_and_never_reads_the_meta_test(
+    tmp_path, without_query_labels):
+  runner = _tiny_runner(tmp_path, params=['Runner.test_split = "val"', "Runner.eval_every = 0"])
+  without_query_labels(runner)  # reading a meta-test query label would fail
+  results = runner.run()
+  assert results["split"] == "val" and results["protocol"]["split"] == "val"
+  assert json.loads((tmp_path / "results.json").read_text())["split"] == "val"
+  assert "meta-validation tasks" in runner.summary_lines(results)[0]
+  assert "Eval/val_accuracy" in _tags(tmp_path / "eval")
+  with pytest.raises(runner_lib.checks.ConfigValueError, match="Runner.test_split = 'train'"):
+    _tiny_runner(tmp_path / "bad", params=['Runner.test_split = "train"'])
+  no_val = synthetic.prototype_splits(num_classes=(12, 6, 6), size=8)
+  no_val["val"] = data.ImageStore.from_classes([], image_shape=(8, 8, 1))
+  with pytest.raises(data.EpisodeSpecError, match="test_split = \"val\".*no meta-validation"):
+    _tiny_runner(tmp_path / "none", params=['Runner.test_split = "val"',
+                                            "Runner.eval_every = 0"], splits=no_val)
 
 
 def test_impossible_episode_spec_fails_before_training(tmp_path):
@@ -230,7 +252,7 @@ def test_every_gin_file_parses(path):
 RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "accuracy", "ci95",
                "num_tasks", "meta_iterations", "tasks_seen", "train_seconds", "test_seconds",
                "parameters", "transductive_batch_norm", "seed", "deterministic", "config_hash",
-               "protocol", "method_results", "selection", "train_streams")
+               "protocol", "method_results", "selection", "train_streams", "split")
 
 
 @pytest.mark.slow
