@@ -31,10 +31,15 @@ def _run(*args):
                         timeout=300, check=False)
 
 
+# Binaries whose flags live in the module they run (tools/train.py runs tf_metanas.train.main).
+_SOURCES = {"train": TOOLS.parent / "tf_metanas" / "train" / "main.py"}
+
+
 def defined_flags(tool):
   """The names of the flags `tools/<tool>.py` defines, read from its source (not imported)."""
   names = set()
-  for node in ast.walk(ast.parse((TOOLS / f"{tool}.py").read_text())):
+  source = _SOURCES.get(tool, TOOLS / f"{tool}.py")
+  for node in ast.walk(ast.parse(source.read_text())):
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
         and node.func.attr.startswith("DEFINE_") and node.args
         and isinstance(node.args[0], ast.Constant)):
