@@ -168,7 +168,7 @@ def test_meta_parameters_are_those_of_the_learner_before_the_engine(case):
 
 
 def test_a_group_an_iteration_does_not_touch_keeps_its_value_and_optimizer_slots():
-  learner = _metanas("maml", warmup_iterations=2)  # Adam meta optimizers on both groups
+  learner = _metanas("fomaml", warmup_iterations=2)  # Adam meta optimizers on both groups
   batches = _batches(learner, count=3, batch_size=4)
   slots = lambda name: [np.array(v) for v in learner.meta_optimizers[name].variables]
   arch = [np.array(v) for v in learner.meta_variables()["arch"]]

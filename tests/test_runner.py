@@ -26,24 +26,31 @@ from tf_metanas.train import runner as runner_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "gin_configs" / "experiments").rglob("*.gin"))
-# Variants whose only change from a config that runs tiny is a number, a criterion (each
-# criterion is checked on hand-made logits in test_caml), BASE's posterior (softmax is
-# checked in test_base, which builds glyphs_quick_softmax) or its datasets (base/
-# multi_size_quick runs tiny; glyphs_quick, which it includes, runs in test_base):
-# parsed, not run again.
-NUMBERS_ONLY = {f"caml/{name}.gin" for name in (
-    "mini_imagenet_5w5s", "fc100_5w5s", "fc100_5w10s", "s1_mini_imagenet_5w5s",
-    "ablations/table3_caml_no_pcc", "ablations/table3_opml_no_pcc", "ablations/table5_forward",
-    "ablations/table5_backward", "ablations/table5_entropy", "ablations/table5_variance",
-    "ablations/table6_reptile_5w5s", "ablations/table6_mamlpp_5w5s")} | {
-        "base/glyphs_quick_softmax.gin", "base/mini_imagenet_5w5s_softmax.gin",
-        "base/glyphs_quick.gin", "base/multi_size_fc100_mini_imagenet.gin"} | {
-        # Auto-Meta: glyphs_quick runs tiny as real candidate jobs in test_autometa.
-        f"autometa/{name}.gin" for name in (
-            "mini_imagenet_5w1s_large", "mini_imagenet_5w5s_small", "mini_imagenet_5w5s_large",
-            "omniglot_5w1s", "glyphs_quick")}
-RUN_TINY = [p for p in EXPERIMENTS
-            if str(p.relative_to(ROOT / "gin_configs" / "experiments")) not in NUMBERS_ONLY]
+# Every experiment is built tiny (parsed with tiny.gin on synthetic images of its dataset's
+# shape, its Runner constructed: network, learner, episode samplers and every value check).
+# One experiment per distinct training path also *runs* tiny (meta-trains, meta-validates,
+# meta-tests): per method, each set of method options, update rule, op set or network kind;
+# the variants of a run experiment in dataset, shape, ways, shots, numbers or criterion
+# (checked on hand-made logits in test_caml) are built only. Runs elsewhere: base/glyphs_quick
+# (test_base), autometa/glyphs_quick (test_autometa, as real candidate jobs).
+RUNS = {
+    "automaml/fc100_5w1s", "autometa/mini_imagenet_5w1s_small",
+    "base/mini_imagenet_5w5s_gumbel",  # the BASE op set at 84 pixels
+    "base/multi_size_quick",  # heads per image shape, two streams
+    "baselines/maml_omniglot_5w1s", "baselines/maml_mini_imagenet_5w1s",
+    "baselines/mamlpp_mini_imagenet_5w1s", "baselines/reptile_omniglot_5w1s",
+    "baselines/reptile_mini_imagenet_5w1s",
+    "caml/glyphs_quick", "caml/glyphs_quick_no_pcc", "caml/s1_mini_imagenet_5w1s",
+    "ablations/table3_opml_pcc", "ablations/table6_mamlpp_5w1s", "ablations/table6_reptile_5w1s",
+    "metanas/quickstart", "metanas/scaleup_omniglot_20w1s",
+    "tnas/glyphs_quick", "tnas/tnaspp_glyphs_quick"}
+
+
+def _experiment_id(path):
+  return f"{path.parent.name}/{path.stem}"
+
+
+RUN_TINY = [p for p in EXPERIMENTS if _experiment_id(p) in RUNS]
 TINY = ROOT / "gin_configs" / "debug" / "tiny.gin"
 
 
@@ -255,19 +262,30 @@ RESULT_KEYS = ("method", "dataset", "num_ways", "num_shots", "num_queries", "acc
                "protocol", "method_results", "selection", "train_streams", "split")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", RUN_TINY, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_experiment_runs_tiny(path, tmp_path):
+def _tiny_experiment(path, model_dir):
+  """The Runner of experiment `path` with tiny.gin on synthetic images of its shape."""
   _parse(path)
   shape = registry.IMAGE_SHAPES[gin.query_parameter("load_splits.name")]
   # 50 images per class: Auto-MAML's by-image halves hold 10 shots + 15 queries
   params = [f"load_splits.synthetic_image_shape = {shape}", "load_splits.synthetic_per_class = 50"]
   if "GENOTYPE" in path.read_text():  # METANAS scale-up: the genotype of an earlier run
-    genotype = tmp_path / "genotype.json"
+    genotype = model_dir / "genotype.json"
     genotype.write_text(search.AUTOMETA_GENOTYPE.to_json())
     params.append(f"GENOTYPE = '{genotype}'")
   _parse(TINY, params=params)
-  runner = runner_lib.Runner(model_dir=tmp_path)
+  return runner_lib.Runner(model_dir=model_dir)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=_experiment_id)
+def test_every_experiment_builds_tiny(path, tmp_path):
+  runner = _tiny_experiment(path, tmp_path)
+  assert runner.parameter_count > 0 and runner.learner.model is runner.model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RUN_TINY, ids=_experiment_id)
+def test_every_training_path_runs_tiny(path, tmp_path):
+  runner = _tiny_experiment(path, tmp_path)
   results = runner.run()
   assert 0.0 <= results["accuracy"] <= 1.0 and (tmp_path / "ckpt-2.index").exists()
   saved = json.loads((tmp_path / "results.json").read_text())
