@@ -4,7 +4,9 @@ progressive search (fake candidates for its logic, real tools/train.py jobs for 
 import csv
 import dataclasses
 import json
+import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +137,39 @@ def test_the_surrogate_learns_a_toy_ranking():
     surrogate.encode([blocks.BlockCell(cells[0].blocks * 4)])
 
 
+# ---- jobs and the local pool ------------------------------------------------------------------
+
+
+_ENV_JOB = ("import json, os, sys, time; time.sleep(0.5); "
+            "d = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--model_dir=')][0]; "
+            "keys = ('CUDA_VISIBLE_DEVICES', 'TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS', "
+            "'TF_ENABLE_ONEDNN_OPTS'); "
+            "open(os.path.join(d, 'results.json'), 'w').write(json.dumps("
+            "{k: os.environ.get(k) for k in keys} | {'end': time.time()}))")
+
+
+def test_the_pool_gives_each_job_its_device_and_the_spec_its_threads(tmp_path):
+  specs = [jobs.JobSpec(f"job {k}", str(tmp_path / str(k)), threads=3,
+                        command=(sys.executable, "-c", _ENV_JOB)) for k in range(4)]
+  began = time.time()
+  with jobs.LocalExecutor(devices=[0, 1]) as executor:
+    assert executor.workers == 2
+    seen = [f.result() for f in [executor.submit(jobs.run_job, spec) for spec in specs]]
+  assert {s["TF_NUM_INTRAOP_THREADS"] for s in seen} == {"3"} == {s["OMP_NUM_THREADS"] for s in seen}
+  assert {s["TF_ENABLE_ONEDNN_OPTS"] for s in seen} == {"0"}  # deterministic by default
+  assert sorted(s["CUDA_VISIBLE_DEVICES"] for s in seen) == ["0", "0", "1", "1"]
+  assert max(s["end"] for s in seen) - began < 4 * 0.5  # two at a time, not one by one
+  assert jobs.LocalExecutor(threads_per_job=1).workers == (os.cpu_count() or 1)
+  with pytest.raises(ValueError, match="one worker per device"):
+    jobs.LocalExecutor(workers=3, devices=[0, 1])
+
+
+def test_a_job_without_results_fails_naming_its_log(tmp_path):
+  spec = jobs.JobSpec("quiet", str(tmp_path), command=(sys.executable, "-c", "print('hi')"))
+  with pytest.raises(jobs.JobFailed, match=r"exited 0 without writing .*results.json(.|\n)*hi"):
+    jobs.run_job(spec)
+
+
 # ---- the search, with fake candidates ---------------------------------------------------------
 
 
@@ -247,6 +282,8 @@ def test_a_killed_search_resumes_without_rerunning_scored_candidates(tmp_path, f
   assert summary["jobs_run"] == len(after)
   assert [s["candidates"] for s in summary["stages"]] == [10, 3]
   assert "best cell" in resumed.stderr and "surrogate rank correlation" in resumed.stderr
+  assert re.search(r"stage 2/2: 3/3 candidates done .* best so far 0\.\d+ +stage ETA \d+ s",
+                   resumed.stderr)
 
 
 # ---- real candidates: the same scores sequentially, in the pool and on Dask ---------------
