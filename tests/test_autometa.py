@@ -328,3 +328,13 @@ def test_candidates_score_the_same_sequentially_in_the_pool_and_on_dask(tmp_path
                         "results.json").read_text())
   assert results["split"] == "val" and results["seed"] == cells[0].seed()
   assert results["deterministic"]
+  # The real search wrote its ranked table and its views.
+  with open(tmp_path / "pool" / "stages" / "stage_1.csv") as f:
+    assert len(list(csv.DictReader(f))) == 3
+  assert list((tmp_path / "pool" / "events").glob("events.out.tfevents.*"))
+  # A candidate whose loss diverges fails with the Runner's reason.
+  diverging = spec(cells[0], "nan")
+  diverging = dataclasses.replace(diverging,
+                                  gin_params=diverging.gin_params + ("INNER_LR = 1e30",))
+  with pytest.raises(jobs.JobFailed, match="exited with code 1(.|\n)*diverged"):
+    jobs.run_job(diverging)

@@ -16,11 +16,10 @@ with its pairs sorted, so each cell has one form and `expansions` lists each cel
 import dataclasses
 import hashlib
 import itertools
-import json
 
 from tf_metanas.search import genotype as genotype_lib
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = genotype_lib.FORMAT_VERSION
 
 
 def _canonical_block(block):
@@ -31,10 +30,11 @@ def _canonical_block(block):
 
 
 @dataclasses.dataclass(frozen=True)
-class BlockCell:
+class BlockCell(genotype_lib.JsonValue):
   """blocks: for each block, two (op name, input index) pairs (see the module docstring)."""
 
   blocks: tuple
+  KIND = "block cell"
 
   def __post_init__(self):
     blocks = tuple(_canonical_block(block) for block in self.blocks)
@@ -71,20 +71,9 @@ class BlockCell:
     return {"format_version": FORMAT_VERSION,
             "blocks": [[list(pair) for pair in block] for block in self.blocks]}
 
-  def to_json(self):
-    return json.dumps(self.to_dict(), sort_keys=True)
-
   @classmethod
-  def from_dict(cls, data):
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-      raise ValueError(f"block cell format version {version!r}; this library reads "
-                       f"version {FORMAT_VERSION}")
+  def _from_fields(cls, data):
     return cls(data["blocks"])
-
-  @classmethod
-  def from_json(cls, text):
-    return cls.from_dict(json.loads(text))
 
   def key(self):
     """A short stable name (12 hex digits of the SHA-256 of the JSON): the candidate's

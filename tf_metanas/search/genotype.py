@@ -19,12 +19,35 @@ def _freeze(nodes):
   return tuple(tuple((str(op), int(i)) for op, i in node) for node in nodes)
 
 
+class JsonValue:
+  """JSON in and out, format-versioned, for an immutable value with `to_dict()` (which holds
+  "format_version") and `_from_fields(data)`; `KIND` names it in errors."""
+
+  KIND = "value"
+
+  def to_json(self):
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, data):
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+      raise ValueError(f"{cls.KIND} format version {version!r}; this library reads "
+                       f"version {FORMAT_VERSION}")
+    return cls._from_fields(data)
+
+  @classmethod
+  def from_json(cls, text):
+    return cls.from_dict(json.loads(text))
+
+
 @dataclasses.dataclass(frozen=True)
-class Genotype:
+class Genotype(JsonValue):
   """normal, reduce: for each intermediate node, a tuple of (op name, input index) pairs."""
 
   normal: tuple
   reduce: tuple
+  KIND = "genotype"
 
   def __post_init__(self):
     object.__setattr__(self, "normal", _freeze(self.normal))
@@ -55,20 +78,9 @@ class Genotype:
                         for j, node in enumerate(nodes))
     return f"normal [{cell(self.normal)}]  reduce [{cell(self.reduce)}]"
 
-  def to_json(self):
-    return json.dumps(self.to_dict(), sort_keys=True)
-
   @classmethod
-  def from_dict(cls, data):
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-      raise ValueError(f"genotype format version {version!r}; this library reads "
-                       f"version {FORMAT_VERSION}")
+  def _from_fields(cls, data):
     return cls(data["normal"], data["reduce"])
-
-  @classmethod
-  def from_json(cls, text):
-    return cls.from_dict(json.loads(text))
 
 
 def _darts_cell(op_weights, edge_weights, op_names, num_nodes, k, fixed, dropped=()):
