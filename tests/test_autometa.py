@@ -71,7 +71,7 @@ def test_a_block_cell_is_an_immutable_json_value_with_a_depth_and_a_picture(tmp_
   assert blocks.BlockCell(cell.blocks[:1] + ((("skip_connect", 0), ("skip_connect", 1)),)
                           ).depth() == 1
   assert cell.genotype().normal == cell.genotype().reduce == cell.blocks
-  assert cell.summary().startswith("0: full_conv_3x3(0) + max_pool_3x3(1) | 1:")
+  assert cell.summary().startswith("0: full_conv_3x3(0) + max_pool_3x3(1); 1:")
   assert cell.seed() == blocks.BlockCell.from_json(cell.to_json()).seed()
   assert cell.key() != blocks.BlockCell(cell.blocks[:2]).key()
   with pytest.raises(dataclasses.FrozenInstanceError):

@@ -34,6 +34,7 @@ resumes from its checkpoint.
 import concurrent.futures as cf
 import csv
 import json
+import math
 import pathlib
 import time
 
@@ -284,15 +285,16 @@ class ProgressiveSearch:
 
   def _stage_summary(self, stage, rows):
     """The stage in search_results.json: counts, best score, the surrogate's Spearman rank
-    correlation between predicted and measured scores (stages > 1), the ranking."""
+    correlation between predicted and measured scores (stages > 1; None where it is not
+    defined: stage 1, or scores all equal), the ranking."""
     scored = [r for r in rows if r["status"] == "ok"]
     correlation = (surrogate_lib.spearman([r["predicted"] for r in scored],
                                           [r["score"] for r in scored]) if stage > 1
-                   else None)
+                   else float("nan"))
     return {"stage": stage, "candidates": len(rows), "scored": len(scored),
             "failed": len(rows) - len(scored),
             "best_score": max((r["score"] for r in scored), default=float("nan")),
-            "spearman": correlation,
+            "spearman": None if math.isnan(correlation) else correlation,
             "ranked": [{k: r.get(k) for k in ("rank", "key", "cell", "summary", "depth",
                                               "predicted", "score", "status")} for r in rows]}
 

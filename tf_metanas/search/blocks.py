@@ -63,8 +63,8 @@ class BlockCell(genotype_lib.JsonValue):
     return genotype_lib.Genotype(normal=self.blocks, reduce=self.blocks)
 
   def summary(self):
-    """One line: `b: op(input) + op(input)` per block, blocks separated by ` | `."""
-    return " | ".join(f"{b}: " + " + ".join(f"{op}({i})" for op, i in block)
+    """One line: `b: op(input) + op(input)` per block, blocks separated by `; `."""
+    return "; ".join(f"{b}: " + " + ".join(f"{op}({i})" for op, i in block)
                       for b, block in enumerate(self.blocks))
 
   def to_dict(self):

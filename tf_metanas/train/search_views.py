@@ -11,8 +11,6 @@ Tags (step = the stage b, the cells' number of blocks):
   Search/final                the best cell and its final meta-test (text, at the end)
 """
 
-import math
-
 import tensorflow as tf
 
 from tf_metanas.search import blocks
@@ -51,9 +49,8 @@ class SearchViews:
         arch_summaries.write_image("Search/best_cells", visualize.plot_cells(cells, titles),
                                    stage)
       tf.summary.scalar("Search/failed", len(rows) - len(scored), step=stage)
-      correlation = stages[-1]["spearman"]
-      if correlation is not None and not math.isnan(correlation):
-        tf.summary.scalar("Search/spearman", correlation, step=stage)
+      if stages[-1]["spearman"] is not None:
+        tf.summary.scalar("Search/spearman", stages[-1]["spearman"], step=stage)
       depths = {s["stage"]: [r["depth"] for r in s["ranked"] if r["status"] == "ok"][:beam_size]
                 for s in stages}
       arch_summaries.write_image(
