@@ -81,8 +81,9 @@ class ProgressiveSearch:
   """The search (module docstring).
 
   Args:
-    search_dir: where the search keeps everything.
-    gin_files: the candidates' gin files (the search binary passes its own --gin_file).
+    search_dir: where the search keeps everything (a path every worker can write).
+    gin_files: the candidates' gin files (the search binary passes its own --gin_file), made
+      absolute where they exist from here; others resolve against the repository.
     gin_params: bindings after them (the binary's --gin_param).
     op_set: the blocks' ops (a name of `search.ops.OP_SETS`, default Auto-Meta's "PNAS",
       or a tuple of op names).
@@ -99,8 +100,11 @@ class ProgressiveSearch:
   def __init__(self, search_dir, gin_files=(), gin_params=(), op_set="PNAS", max_blocks=5,
                beam_size=100, score_bindings=(), final_bindings=(), threads_per_job=1,
                surrogate=surrogate_lib.Surrogate, job_command=None, run_final=True):
-    self.search_dir = pathlib.Path(search_dir)
-    self.gin_files, self.gin_params = tuple(gin_files), tuple(gin_params)
+    # Absolute paths: a job may run in another working directory (a Dask worker).
+    self.search_dir = pathlib.Path(search_dir).absolute()
+    self.gin_files = tuple(str(pathlib.Path(f).absolute()) if pathlib.Path(f).exists() else f
+                           for f in gin_files)
+    self.gin_params = tuple(gin_params)
     self.op_names = ops_lib.op_set(op_set)
     self.max_blocks = checks.count("ProgressiveSearch.max_blocks", max_blocks)
     self.beam_size = checks.count("ProgressiveSearch.beam_size", beam_size)
