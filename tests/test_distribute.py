@@ -70,7 +70,8 @@ BUILDERS = {
     "maml_clipped": lambda: _conv4_learner("maml", meta_gradient_clip=0.01),
     "reptile": lambda: _conv4_learner("reptile"),
     "metanas_reptile": lambda: _metanas_learner("reptile"),
-    "metanas_maml": lambda: _metanas_learner("maml"),
+    # Two groups through first-order MAML (second order over replicas: "maml", on Conv4).
+    "metanas_fomaml": lambda: _metanas_learner("fomaml"),
 }
 
 
