@@ -486,7 +486,7 @@ def test_heads_and_streams_must_agree_and_a_misrouted_stream_is_named():
   learner = _headed()
   batch = _streams_batch((1,))
   batch["a"], batch["b"] = batch["b"], batch["a"]
-  with pytest.raises(ValueError, match=r"stream 'a' gives 14x14x3 images.*head_12x12x1"):
+  with pytest.raises(ValueError, match=r"stream 'a' gives images of the head group 'head_14x14x3'.*head_12x12x1"):
     learner.train_step(batch)
   splits = synthetic.prototype_splits(num_classes=(10, 6, 6), size=28)
   configurables.parse(["gin_configs/experiments/base/multi_size_quick.gin",

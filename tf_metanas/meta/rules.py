@@ -500,13 +500,11 @@ class StreamMixture(UpdateRule):
 
   def _check_head(self, learner, stream, task, groups):
     """A stream's images must go through a head it owns (or the network's one stem)."""
-    model = learner.model
-    if not getattr(model, "heads", None):
-      return
-    key = "head_" + "x".join(str(int(d)) for d in task["support_images"].shape[-3:])
-    if key not in groups:
-      raise ValueError(f"task stream {stream!r} gives {key[5:]} images, whose head group is "
-                       f"{key!r}, but StreamMixture.own gives {stream!r} the groups "
+    head_group = getattr(learner.model, "head_group", lambda shape: None)
+    key = head_group(task["support_images"].shape)
+    if key is not None and key not in groups:
+      raise ValueError(f"task stream {stream!r} gives images of the head group {key!r}, but "
+                       f"StreamMixture.own gives {stream!r} the groups "
                        f"{self.own[stream]}: give it {key!r} (Base.stream_heads)")
 
   def task_directions(self, learner, tasks, groups, plan, state, task_index):

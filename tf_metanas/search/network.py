@@ -92,6 +92,11 @@ class _Network(functional.FunctionalModel):
     heads = {id(v) for group in self.head_groups.values() for v in group}
     return [v for v in super().weight_variables if id(v) not in heads]
 
+  def head_group(self, shape):
+    """The parameter group of the head images of shape [(batch,) H, W, C] go through
+    ("head_HxWxC"), or None for a one-stem network."""
+    return HEAD_PREFIX + stem_lib.shape_key(shape) if self.heads else None
+
   def parameter_groups(self):
     """"weights", "arch" (with an architecture) and one "head_HxWxC" per head."""
     return {**super().parameter_groups(), **self.head_groups}
