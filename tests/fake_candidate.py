@@ -2,7 +2,7 @@
 writes a results.json whose accuracy is a fixed function of the cell, in milliseconds.
 
 Each run appends "<model_dir name>" to $FAKE_CANDIDATE_LOG. A cell whose first block adds
-max_pool_3x3 to itself on input 0 crashes (exit 3); with $FAKE_CANDIDATE_SLEEP seconds the
+max_pool_3x3 to itself on input 0 crashes (exit 3), every cell with $FAKE_CANDIDATE_CRASH_ALL; with $FAKE_CANDIDATE_SLEEP seconds the
 job sleeps first (a kill can land mid-job).
 """
 
@@ -31,7 +31,8 @@ def main(argv):
   time.sleep(float(os.environ.get("FAKE_CANDIDATE_SLEEP", "0")))
   cell = next(p.split("=", 1)[1].strip().strip("'") for p in params if ".cell = " in p)
   blocks = json.loads(cell)["blocks"]
-  if blocks[0] == [["max_pool_3x3", 0], ["max_pool_3x3", 0]]:
+  if (blocks[0] == [["max_pool_3x3", 0], ["max_pool_3x3", 0]]
+      or os.environ.get("FAKE_CANDIDATE_CRASH_ALL")):
     print("fake candidate: this cell crashes", file=sys.stderr)
     return 3
   split = "val" if 'Runner.test_split = "val"' in params else "test"

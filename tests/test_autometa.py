@@ -237,6 +237,17 @@ def test_a_search_ranks_expands_records_failures_and_writes_its_views(tmp_path, 
   assert tags["Search/scores"] == [1, 2] and tags["Search/spearman"] == [2]
 
 
+def test_a_search_whose_candidates_all_fail_says_so_and_keeps_their_errors(
+    tmp_path, fake_log, monkeypatch):
+  monkeypatch.setenv("FAKE_CANDIDATE_CRASH_ALL", "1")
+  with jobs.LocalExecutor(workers=2) as executor:
+    with pytest.raises(jobs.JobFailed, match="every candidate of the search failed"):
+      _search(tmp_path / "search").run(executor)
+  assert len(list((tmp_path / "search" / "candidates").glob("*/failed.json"))) == 10
+  assert not (tmp_path / "search" / "stages" / "stage_2.json").exists()
+  assert len(fake_log.read_text().split()) == 10  # stage 1 only, nothing retried
+
+
 def test_a_resumed_search_with_another_configuration_is_refused(tmp_path, fake_log):
   search_dir = tmp_path / "search"
   with jobs.LocalExecutor(workers=2) as executor:

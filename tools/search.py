@@ -73,8 +73,9 @@ def main(argv):
   logging.info("best cell (stage %d, meta-val score %.4f): %s", summary["best_stage"],
                summary["best_score"], summary["best_summary"])
   for stage in summary["stages"]:
-    logging.info("stage %d: %d scored, %d failed, best %.4f, surrogate rank correlation %s",
-                 stage["stage"], stage["scored"], stage["failed"], stage["best_score"],
+    logging.info("stage %d: %d scored, %d failed, best %s, surrogate rank correlation %s",
+                 stage["stage"], stage["scored"], stage["failed"],
+                 "-" if stage["best_score"] is None else f"{stage['best_score']:.4f}",
                  "-" if stage["spearman"] is None else f"{stage['spearman']:.3f}")
   final = summary.get("final")
   if final:

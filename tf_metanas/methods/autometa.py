@@ -165,14 +165,18 @@ class ProgressiveSearch:
     records, stages = {}, []
     for stage in range(1, self.max_blocks + 1):
       chosen = self._choose(stage, stages, records)
+      if not chosen:
+        logging.warning("stage %d: every candidate of stage %d failed, nothing to expand; the "
+                        "search ends here", stage, stage - 1)
+        break
       self._score(executor, stage, chosen, records)
       rows = self._rank(chosen, records)
       self._write_table(stage, rows)
       stages.append(self._stage_summary(stage, rows))
       views.write_stage(stage, rows, stages, self.beam_size)
-      logging.info("stage %d/%d done: %d scored, %d failed, best %.4f, rank correlation "
-                   "%s", stage, self.max_blocks, stages[-1]["scored"], stages[-1]["failed"],
-                   stages[-1]["best_score"], _format(stages[-1]["spearman"]))
+      logging.info("stage %d/%d done: %d scored, %d failed, best %s, rank correlation %s",
+                   stage, self.max_blocks, stages[-1]["scored"], stages[-1]["failed"],
+                   _format(stages[-1]["best_score"]), _format(stages[-1]["spearman"]))
     best = max((r for r in records.values() if r["status"] == "ok"),
                key=lambda r: (r["score"], r["key"]), default=None)
     if best is None:
@@ -202,6 +206,8 @@ class ProgressiveSearch:
     else:
       kept = [blocks.BlockCell.from_dict(r["cell"]) for r in stages[-1]["ranked"]
               if r["status"] == "ok"][:self.beam_size]
+      if not kept:
+        return []
       expanded = blocks.expand_all(kept, self.op_names)
       scored = [r for r in records.values() if r["status"] == "ok"]
       loss = self.surrogate.fit([blocks.BlockCell.from_dict(r["cell"]) for r in scored],
@@ -297,7 +303,7 @@ class ProgressiveSearch:
                    else float("nan"))
     return {"stage": stage, "candidates": len(rows), "scored": len(scored),
             "failed": len(rows) - len(scored),
-            "best_score": max((r["score"] for r in scored), default=float("nan")),
+            "best_score": max((r["score"] for r in scored), default=None),
             "spearman": None if math.isnan(correlation) else correlation,
             "ranked": [{k: r.get(k) for k in ("rank", "key", "cell", "summary", "depth",
                                               "predicted", "score", "status")} for r in rows]}
@@ -314,4 +320,4 @@ class ProgressiveSearch:
 
 
 def _format(value):
-  return "-" if value is None else f"{value:.3f}"
+  return "-" if value is None else f"{value:.4f}"
