@@ -131,6 +131,25 @@ def test_test_split_val_scores_on_meta_validation_and_never_reads_the_meta_test(
                                             "Runner.eval_every = 0"], splits=no_val)
 
 
+def test_a_finished_run_returns_its_stored_results_and_never_overwrites_them(
+    tmp_path, without_query_labels):
+  first = _tiny_runner(tmp_path).run()
+  stored = (tmp_path / "results.json").read_bytes()
+  gin.clear_config()
+  again = _tiny_runner(tmp_path)
+  without_query_labels(again)  # a meta-test would read query labels: none happens
+  assert again.run() == first and again.results_path == tmp_path / "results.json"
+  gin.clear_config()
+  retested = _tiny_runner(tmp_path).run(retest=True)
+  assert (tmp_path / "results.json").read_bytes() == stored
+  assert json.loads((tmp_path / "results.retest1.json").read_text()) == retested
+  gin.clear_config()
+  longer = _tiny_runner(tmp_path, params=["Runner.num_iterations = 3"]).run()
+  assert longer["meta_iterations"] == 3
+  assert (tmp_path / "results.2.json").read_bytes() == stored  # kept, under its step
+  assert json.loads((tmp_path / "results.json").read_text())["meta_iterations"] == 3
+
+
 def test_impossible_episode_spec_fails_before_training(tmp_path):
   splits = synthetic.prototype_splits(num_classes=(12, 3, 6), size=8)
   with pytest.raises(data.EpisodeSpecError, match="5-way .* meta-val has only 3"):

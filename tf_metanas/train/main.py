@@ -35,6 +35,11 @@ _FORCE_RESUME = flags.DEFINE_bool(
     "meta-test cadence); without it such a resume is refused, listing them.")
 
 
+_RETEST = flags.DEFINE_bool(
+    "retest", False, "A finished run prints its stored results; --retest meta-tests it again "
+    "into results.retest<k>.json beside them (results.json is never overwritten).")
+
+
 def main(argv):
   del argv
   try:
@@ -45,14 +50,14 @@ def main(argv):
     with cli.strategy_from_flags().scope():
       runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
     gin.finalize()
-    results = runner.run(force_resume=_FORCE_RESUME.value)
+    results = runner.run(force_resume=_FORCE_RESUME.value, retest=_RETEST.value)
   except runner_lib.RUN_ERRORS as e:
     logging.error("%s", e)
     sys.exit(1)
   for line in runner.summary_lines(results):
     logging.info("%s", line)
-  logging.info("results: %s/results.json; TensorBoard: tensorboard --logdir %s",
-               _MODEL_DIR.value, _MODEL_DIR.value)
+  logging.info("results: %s; TensorBoard: tensorboard --logdir %s", runner.results_path,
+               _MODEL_DIR.value)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ RUN_ERRORS = (divergence.DivergedError, lock.ModelDirLockedError, ConfigMismatch
               checks.ConfigValueError, errors.DataError)
 
 
+def _free_name(directory, pattern):
+  """`pattern` with the first k = 1, 2, ... whose file is not in `directory`."""
+  k = 1
+  while (directory / pattern.format(k)).exists():
+    k += 1
+  return pattern.format(k)
+
+
 def confidence_interval(accuracies):
   """(mean, half-width of the 95% confidence interval = 1.96 * std / sqrt(n))."""
   accuracies = np.asarray(accuracies, np.float64)
@@ -206,6 +214,7 @@ class Runner:
                                                     max_to_keep=1)
                          if self.select_on_val else None)
     self._writers, self._lock = {}, None
+    self.results_path = None  # the results file of the last meta-test (or the stored one)
 
   def writer(self, name):
     """The summary writer of model_dir/`name` ("train", "eval"), opened on first use
@@ -510,8 +519,9 @@ class Runner:
                           for name, sampler in self.streams.items()}}
     results["selection"] = ({"by": "meta-validation accuracy", **selection} if selection
                             else {"by": "last checkpoint", "step": trained})
+    self.results_path = self.model_dir / results_name
     if self.chief:
-      (self.model_dir / results_name).write_text(json.dumps(results, indent=2))
+      self.results_path.write_text(json.dumps(results, indent=2))
     return results
 
   def summary_lines(self, results):
@@ -529,8 +539,38 @@ class Runner:
             f"meta-iterations in {results['train_seconds']:.0f} s"
            ] + self.learner.report(results["method_results"])
 
-  def run(self, force_resume=False):
-    """Meta-trains (see `train`) and meta-tests, holding model_dir throughout."""
+  def run(self, force_resume=False, retest=False):
+    """Meta-trains (see `train`) and meta-tests, holding model_dir throughout.
+
+    Results are never overwritten: a run whose results.json already holds the meta-test of
+    its last meta-iteration returns those results without testing again, unless `retest`,
+    which meta-tests again into results.retest<k>.json beside them; a run trained on past
+    its results (a larger num_iterations) keeps them as results.<their step>.json.
+    """
     with self._holding():  # its writers are closed (flushed) when it releases model_dir
+      # Read before training: every worker decides alike (training is collective, so the
+      # chief moves nothing before the others have read).
+      stored = self.stored_results()
       self.train(force_resume)
+      step = int(self.learner.step.numpy())
+      if stored is None:
+        return self.test()
+      if stored["meta_iterations"] == step and not retest:
+        self.results_path = self.model_dir / "results.json"
+        logging.info("%s holds the meta-test of meta-iteration %d already (results.json); "
+                     "meta-test again with --retest (tools/train.py) or run(retest=True)",
+                     self.model_dir, step)
+        return stored
+      if stored["meta_iterations"] == step:
+        return self.test(_free_name(self.model_dir, "results.retest{}.json"))
+      if self.chief:
+        older = self.model_dir / f"results.{stored['meta_iterations']}.json"
+        (self.model_dir / "results.json").replace(older)
+        logging.info("results.json of meta-iteration %d kept as %s",
+                     stored["meta_iterations"], older)
       return self.test()
+
+  def stored_results(self):
+    """model_dir/results.json as a dict, or None when the run has none."""
+    path = self.model_dir / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
