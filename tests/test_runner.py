@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+import tf_metanas
 from tf_metanas import configurables
 from tf_metanas import data
 from tf_metanas import search
@@ -148,6 +149,29 @@ def test_a_finished_run_returns_its_stored_results_and_never_overwrites_them(
   assert longer["meta_iterations"] == 3
   assert (tmp_path / "results.2.json").read_bytes() == stored  # kept, under its step
   assert json.loads((tmp_path / "results.json").read_text())["meta_iterations"] == 3
+
+
+def test_load_restores_a_run_for_adaptation_without_data_or_writing(tmp_path, monkeypatch):
+  runner = _tiny_runner(tmp_path, params=["Runner.num_iterations = 3"])
+  runner.run()
+  episode = runner.samplers["test"].episode(0)
+  want = runner.learner.adapt(episode["support_images"], episode["support_labels"]).predict(
+      episode["query_images"])
+  before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+  monkeypatch.setattr(registry, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+  learner = tf_metanas.load(tmp_path)  # its image shape from results.json
+  assert int(learner.step.numpy()) == 3
+  got = learner.adapt(episode["support_images"], episode["support_labels"]).predict(
+      episode["query_images"])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+  with pytest.raises(FileNotFoundError, match="not a tools/train.py run"):
+    tf_metanas.load(tmp_path / "nothing")
+  (tmp_path / "fresh").mkdir()
+  (tmp_path / "fresh" / "operative_config.gin").write_bytes(
+      (tmp_path / "operative_config.gin").read_bytes())
+  with pytest.raises(FileNotFoundError, match="no checkpoint in .*fresh"):
+    tf_metanas.load(tmp_path / "fresh")
 
 
 def test_impossible_episode_spec_fails_before_training(tmp_path):
