@@ -88,17 +88,22 @@ def check_suggested_commands(message):
   return commands
 
 
-def test_prepares_omniglot_prints_a_summary_and_writes_a_contact_sheet(tmp_path):
-  test_omniglot.write_subset(tmp_path / "raw", "images_background", ["A0", "A1"], characters=5)
-  sheet = tmp_path / "sheet.png"
+def test_prepares_omniglot_says_what_it_found_and_writes_a_contact_sheet_per_split(tmp_path):
+  test_omniglot.write_subset(tmp_path / "raw", "images_background_small1", ["A0", "A1"],
+                             characters=5)
+  sheets = tmp_path / "sheets"
   result = _run("--dataset=omniglot", f"--data_dir={tmp_path / 'raw'}",
-                f"--cache_dir={tmp_path / 'cache'}", f"--contact_sheet={sheet}")
+                f"--cache_dir={tmp_path / 'cache'}", f"--contact_sheets={sheets}",
+                "--omniglot_split=vinyals")
   assert result.returncode == 0, result.stderr
+  assert ("reading images_background_small1; not found: images_evaluation[.zip] (the splits "
+          "are cut from what was found)") in result.stderr
   assert "omniglot train: 6 classes, 24 images (4-4 per class), 2 groups, images (28, 28, 1)" \
       in result.stderr
   assert "omniglot val  : 1 classes" in result.stderr
-  image = np.asarray(Image.open(sheet))
-  assert image.shape[0] > 28 and image.shape[1] >= 4 * 28
+  for split in ("train", "val", "test"):
+    image = np.asarray(Image.open(sheets / f"omniglot_vinyals_{split}_contact_sheet.png"))
+    assert image.shape[0] >= 28 and image.shape[1] >= 4 * 28
 
 
 def test_missing_data_exits_with_the_explanation(tmp_path):

@@ -5,6 +5,8 @@ r"""Prepares a few-shot dataset into the cache, prints a summary and writes a co
   python tools/prepare_data.py --dataset=fc100 --source=tfds --download
 """
 
+import pathlib
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -23,8 +25,9 @@ _OMNIGLOT_SPLIT = flags.DEFINE_enum("omniglot_split", "vinyals",
                                     sorted(omniglot.SPLIT_SIZES) + ["lake"],
                                     "Omniglot class split.")
 _REFRESH = flags.DEFINE_bool("refresh", False, "Rebuild even if cached.")
-_SHEET = flags.DEFINE_string("contact_sheet", None,
-                             "PNG to write (default <cache>/<dataset>_contact_sheet.png).")
+_SHEETS = flags.DEFINE_string("contact_sheets", None, "Folder of the contact sheets, one PNG "
+                              "per split named after dataset, split and Omniglot class split "
+                              "(default: the cache root).")
 
 
 def main(argv):
@@ -36,8 +39,12 @@ def main(argv):
     raise SystemExit(1) from None
   for split, store in splits.items():
     logging.info("%s %-5s: %s", _DATASET.value, split, data.summarize(store))
-  sheet = _SHEET.value or data.cache_root(_CACHE_DIR.value) / f"{_DATASET.value}_contact_sheet.png"
-  logging.info("Contact sheet of meta-train classes: %s", data.contact_sheet(splits["train"], sheet))
+  folder = pathlib.Path(_SHEETS.value or data.cache_root(_CACHE_DIR.value))
+  variant = f"_{_OMNIGLOT_SPLIT.value}" if _DATASET.value == "omniglot" else ""
+  for split, store in splits.items():
+    if store.num_classes:
+      sheet = folder / f"{_DATASET.value}{variant}_{split}_contact_sheet.png"
+      logging.info("Contact sheet of %s classes: %s", split, data.contact_sheet(store, sheet))
 
 
 def _load():

@@ -108,6 +108,10 @@ def read_files(data_dir, size=IMAGE_SIZE):
         f"images_background[.zip] and images_evaluation[.zip] (or "
         f"images_background_small1/2), each holding <Alphabet>/characterNN/*.png. "
         + _how_to_get(data_dir))
+  missing = [f"images_{s}[.zip]" for s in SUBSETS if s not in {subset for subset, _ in sources}]
+  logging.info("Omniglot in %s: reading %s%s", data_dir, ", ".join(p.name for _, p in sources),
+               f"; not found: {', '.join(missing)} (the splits are cut from what was found)"
+               if missing else "")
   characters, decoded = {}, 0
   for subset, path in sources:
     members = _zip_members(path) if path.suffix == ".zip" else _folder_members(path)
