@@ -15,6 +15,7 @@ from tf_metanas.search import mamlpp_network
 from tf_metanas.search import baselines
 from tf_metanas.search import reptile_network
 from tf_metanas.search import genotype as genotype_lib
+from tf_metanas.search import ops as ops_lib
 from tf_metanas.search import visualize
 
 OPS = ("none", "conv_3x3", "skip_connect")
@@ -151,3 +152,6 @@ def test_summary_lists_each_node_on_one_line():
                       [[("conv_3x3", 1)], [("avg_pool_3x3", 0)]])
   assert genotype.summary() == ("normal [0: conv_3x3(0) | 1: skip_connect(2), max_pool_3x3(1)]"
                                 "  reduce [0: conv_3x3(1) | 1: avg_pool_3x3(0)]")
+  assert genotype.compact() == "normal: c3(0) id(2)+mp3(1)  reduce: c3(1) ap3(0)"
+  assert Genotype([[]], [[("sep_conv_7x7", 0)]]).compact() == "normal: -  reduce: sep7(0)"
+  assert set(genotype_lib.SHORT_NAMES) == set(ops_lib.OP_NAMES)  # every op has a short name

@@ -661,3 +661,19 @@ def test_scaled_network_reads_the_most_common_genotype_of_a_results_file(tmp_pat
   plain = tmp_path / "genotype.json"
   plain.write_text(genotype.to_json())
   assert metanas.most_common_genotype(plain) == genotype
+
+
+def test_the_report_counts_distinct_genotypes_and_names_a_shared_one_only():
+  g = genotype_lib.Genotype([[("conv_3x3", 0)]], [[("max_pool_3x3", 1)]])
+  entry = lambda tasks: {"tasks": tasks, "parameters": 123, "genotype": g.to_dict()}
+  results = {"task_parameters": {"mean": 100.0, "min": 90, "max": 110},
+             "task_parameter_counts": [100] * 4, "task_genotypes": [entry(1)],
+             "distinct_task_genotypes": 4, "genotypes": [entry(3)], "distinct_genotypes": 2}
+  lines = _learner().report(results)
+  assert lines[1] == "task-specific genotypes: 4 distinct over 4 tasks"
+  assert lines[2] == ("architecture (most common pairwise genotype, 3 of 4 tasks, 2 distinct; "
+                      "to scale up): normal: c3(0)  reduce: mp3(1)")
+  results.update(task_genotypes=[entry(2)], distinct_task_genotypes=3)
+  assert _learner().report(results)[1] == (
+      "task-specific genotypes: 3 distinct over 4 tasks; the most common (2 tasks, 123 "
+      "parameters): normal: c3(0)  reduce: mp3(1)")

@@ -231,16 +231,26 @@ class Metanas(learner_lib.MetaLearner):
     return self.task_report(outputs["arch"])[1]
 
   def report(self, results):
-    """The task-specific parameter counts and the most common genotypes, as lines."""
+    """Lines: the task-specific parameter counts; how many distinct task-specific genotypes
+    the tasks pruned to (the most common one only when tasks share it); the headline
+    architecture, the most common pairwise genotype (two ops per node: what Sec. 5.2 scales
+    up), in `Genotype.compact` form."""
     sizes, lines = results["task_parameters"], []
     lines.append(f"task-specific parameters: mean {sizes['mean']:.0f}, min {sizes['min']}, "
                  f"max {sizes['max']}")
     tasks = len(results["task_parameter_counts"])
-    for kind, key in (("task-specific", "task_genotypes"), ("pairwise (to scale up)", "genotypes")):
-      common = results[key][0]
-      lines.append(f"most common {kind} genotype ({common['tasks']} of {tasks} tasks, "
-                   f"{common['parameters']} parameters): "
-                   f"{genotype_lib.Genotype.from_dict(common['genotype']).summary()}")
+    compact = lambda entry: genotype_lib.Genotype.from_dict(entry["genotype"]).compact()
+    common = results["task_genotypes"][0]
+    line = (f"task-specific genotypes: {results['distinct_task_genotypes']} distinct over "
+            f"{tasks} tasks")
+    if common["tasks"] > 1:
+      line += (f"; the most common ({common['tasks']} tasks, {common['parameters']} "
+               f"parameters): {compact(common)}")
+    lines.append(line)
+    pairwise = results["genotypes"][0]
+    lines.append(f"architecture (most common pairwise genotype, {pairwise['tasks']} of {tasks} "
+                 f"tasks, {results['distinct_genotypes']} distinct; to scale up): "
+                 f"{compact(pairwise)}")
     return lines
 
   def task_report(self, archs):
@@ -293,7 +303,9 @@ class Metanas(learner_lib.MetaLearner):
                             "max": int(np.max(counts))},
         "task_parameter_counts": [int(c) for c in counts],
         "task_genotypes": as_dicts(common),
+        "distinct_task_genotypes": len(common),
         "genotypes": as_dicts(pairwise),
+        "distinct_genotypes": len(pairwise),
         "genotype_rule": "pairwise",
         "meta_genotype": meta_genotype.to_dict(),
         "meta_pairwise_genotype": self.pairwise_genotype_of(meta_arch).to_dict(),

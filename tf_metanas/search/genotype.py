@@ -13,6 +13,12 @@ import numpy as np
 from tf_metanas.search import topology
 
 FORMAT_VERSION = 1
+# Op names in `Genotype.compact`.
+SHORT_NAMES = {"none": "none", "skip_connect": "id", "max_pool_3x3": "mp3",
+               "avg_pool_3x3": "ap3", "conv_3x3": "c3", "full_conv_3x3": "fc3",
+               "conv_1x5_5x1": "c15", "conv_7x1_1x7": "c17", "sep_conv_3x3": "sep3",
+               "sep_conv_5x5": "sep5", "sep_conv_7x7": "sep7", "dil_conv_3x3": "dil3",
+               "dil_conv_5x5": "dil5"}
 
 
 def _freeze(nodes):
@@ -64,6 +70,15 @@ class Genotype(JsonValue):
 
   def cell(self, cell_type):
     return self.normal if cell_type == "normal" else self.reduce
+
+  def compact(self):
+    """One short line: each cell's nodes as `op(input)+op(input)` with short op names
+    (`SHORT_NAMES`: sep3 = sep_conv_3x3, id = skip_connect, ...), nodes separated by spaces,
+    `-` for a node without ops: `normal: sep3(0)+id(1) mp3(2)  reduce: ...`."""
+    def cell(nodes):
+      return " ".join("+".join(f"{SHORT_NAMES.get(op, op)}({i})" for op, i in node) or "-"
+                      for node in nodes)
+    return f"normal: {cell(self.normal)}  reduce: {cell(self.reduce)}"
 
   def to_dict(self):
     return {"format_version": FORMAT_VERSION,
