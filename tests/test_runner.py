@@ -258,13 +258,23 @@ def test_evaluate_binary_meta_tests_a_trained_dir_with_other_shots(tmp_path):
                                           "Conv4.filters = 4"),
                            env=_env(), capture_output=True, text=True, timeout=600, check=False)
   assert trained.returncode == 0, trained.stderr[-3000:]
-  result = subprocess.run(
-      [sys.executable, str(ROOT / "tools" / "evaluate.py"), f"--model_dir={tmp_path}",
-       "--gin_param=test/EpisodeSpec.num_shots = 3", "--gin_param=Runner.test_tasks = 6"],
-      env=_env(), capture_output=True, text=True, timeout=600, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  evaluation = json.loads((tmp_path / "evaluation.json").read_text())
-  assert evaluation["num_shots"] == 3 and evaluation["num_tasks"] == 6
+  trained_events = {p: p.read_bytes() for p in (tmp_path / "eval").iterdir()}
+  command = [sys.executable, str(ROOT / "tools" / "evaluate.py"), f"--model_dir={tmp_path}",
+             "--gin_param=test/EpisodeSpec.num_shots = 3", "--gin_param=Runner.test_tasks = 6"]
+  for name in ("eval_5w3s.json", "eval_5w3s.2.json"):  # the protocol names its files
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((tmp_path / name).read_text())
+    assert evaluation["num_shots"] == 3 and evaluation["num_tasks"] == 6
+    assert f"results: {tmp_path / name}; TensorBoard: {tmp_path / 'eval_5w3s'}" in result.stderr
+  assert "Eval/test_accuracy" in _tags(tmp_path / "eval_5w3s")
+  # The training run's own Eval/ summaries and results are untouched.
+  assert {p: p.read_bytes() for p in (tmp_path / "eval").iterdir()} == trained_events
+  assert json.loads((tmp_path / "results.json").read_text())["num_shots"] == 1
+  refused = subprocess.run(command + ["--results_name=results.json"], env=_env(),
+                           capture_output=True, text=True, timeout=600, check=False)
+  assert refused.returncode != 0 and "never overwritten" in refused.stderr
 
 
 @pytest.mark.parametrize("params, message", [

@@ -30,12 +30,30 @@ from tf_metanas.train import runner as runner_lib
 
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run's config.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A trained run's model dir.", required=True)
-_RESULTS = flags.DEFINE_string("results_name", "evaluation.json", "File in model_dir to write.")
+_RESULTS = flags.DEFINE_string(
+    "results_name", None, "File in model_dir to write (default: named after the protocol, "
+    "eval_<ways>w<shots>s.json, or eval_<ways>w<shots>s.<k>.json beside an earlier one; an "
+    "existing file is never overwritten).")
 _DECODED = flags.DEFINE_enum(
     "decoded", "kept_weights", ["kept_weights", "from_scratch", "from_kept_weights"],
     "T-NAS / Auto-MAML / CAML: evaluate the decoded networks with the weights they keep, or "
     "also retrained with first-order MAML (FromScratch.algorithm = 'maml': second order) "
     "from scratch or from the kept meta-weights (FromScratch.* bindings set the budget).")
+
+
+def _results_name(model_dir, protocol):
+  """--results_name (refused if it exists), else <protocol>.json, else <protocol>.<k>.json
+  with the first free k >= 2."""
+  if _RESULTS.value:
+    if (model_dir / _RESULTS.value).exists():
+      raise app.UsageError(f"--results_name={_RESULTS.value}: {model_dir / _RESULTS.value} "
+                           f"exists and is never overwritten; give another name")
+    return _RESULTS.value
+  k, name = 1, f"{protocol}.json"
+  while (model_dir / name).exists():
+    k += 1
+    name = f"{protocol}.{k}.json"
+  return name
 
 
 def main(argv):
@@ -53,9 +71,13 @@ def main(argv):
       runner = runner_lib.Runner(model_dir=_MODEL_DIR.value)
     if not runner.restore():
       raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
-    results = runner.test(_RESULTS.value)
+    spec = runner.samplers[runner.test_split].spec
+    protocol = f"eval_{spec.num_ways}w{spec.num_shots}s"
+    results = runner.test(_results_name(runner.model_dir, protocol), summaries=protocol)
     for line in runner.summary_lines(results):
       logging.info("%s", line)
+    logging.info("results: %s; TensorBoard: %s (tensorboard --logdir %s)", runner.results_path,
+                 runner.model_dir / protocol, runner.model_dir)
     if _DECODED.value != "kept_weights":
       settings = getattr(runner.learner, "retraining", None)  # CAML's evaluation budget
       with strategy.scope():

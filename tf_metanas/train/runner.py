@@ -61,7 +61,7 @@ RUN_ERRORS = (divergence.DivergedError, lock.ModelDirLockedError, ConfigMismatch
               checks.ConfigValueError, errors.DataError)
 
 
-def _free_name(directory, pattern):
+def free_name(directory, pattern):
   """`pattern` with the first k = 1, 2, ... whose file is not in `directory`."""
   k = 1
   while (directory / pattern.format(k)).exists():
@@ -441,12 +441,13 @@ class Runner:
             "val_accuracy": float(self.best["accuracy"].numpy()),
             "val_tasks": self.eval_tasks}
 
-  def _log_eval(self, split, num_tasks, step):
-    """Evaluates, writes Eval/ summaries (and the learner's own); returns the results."""
+  def _log_eval(self, split, num_tasks, step, summaries="eval"):
+    """Evaluates, writes Eval/ summaries (and the learner's own) into model_dir/`summaries`;
+    returns the results."""
     outputs = self.evaluate(split, num_tasks)
     divergence.check_metrics(step, {"loss": np.mean(outputs["loss"])}, f"meta-{split} at")
     mean, ci = confidence_interval(outputs["accuracy"])
-    with self.writer("eval").as_default():
+    with self.writer(summaries).as_default():
       tf.summary.scalar(f"Eval/{split}_accuracy", mean, step=step)
       tf.summary.scalar(f"Eval/{split}_accuracy_ci95", ci, step=step)
       tf.summary.scalar(f"Eval/{split}_loss", float(np.mean(outputs["loss"])), step=step)
@@ -475,12 +476,13 @@ class Runner:
                                  else spec.support_size + 1),
             "num_tasks": self.test_tasks, "split": self.test_split}
 
-  def test(self, results_name="results.json"):
-    """The final meta-test, holding model_dir (see `_test`)."""
+  def test(self, results_name="results.json", summaries="eval"):
+    """The final meta-test, holding model_dir (see `_test`); its summaries go to
+    model_dir/`summaries`."""
     with self._holding():
-      return self._test(results_name)
+      return self._test(results_name, summaries)
 
-  def _test(self, results_name):
+  def _test(self, results_name, summaries="eval"):
     """The final meta-test: writes and returns the results, one schema for every method:
 
       method, dataset, split (of the evaluated tasks: "test", or "val" when
@@ -497,7 +499,7 @@ class Runner:
     selection = self.restore_selected()
     step = int(self.learner.step.numpy())
     began = time.perf_counter()
-    evaluation = self._log_eval(self.test_split, self.test_tasks, step)
+    evaluation = self._log_eval(self.test_split, self.test_tasks, step, summaries)
     spec = self.samplers[self.test_split].spec
     config = gin.operative_config_str()
     results = {
@@ -562,7 +564,7 @@ class Runner:
                      self.model_dir, step)
         return stored
       if stored["meta_iterations"] == step:
-        return self.test(_free_name(self.model_dir, "results.retest{}.json"))
+        return self.test(free_name(self.model_dir, "results.retest{}.json"))
       if self.chief:
         older = self.model_dir / f"results.{stored['meta_iterations']}.json"
         (self.model_dir / "results.json").replace(older)
