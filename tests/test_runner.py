@@ -174,6 +174,27 @@ def test_load_restores_a_run_for_adaptation_without_data_or_writing(tmp_path, mo
     tf_metanas.load(tmp_path / "fresh")
 
 
+def _scalars(directory, tag):
+  accumulator = event_accumulator.EventAccumulator(str(directory))
+  accumulator.Reload()
+  return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
+
+
+def test_training_summaries_are_means_over_every_meta_iteration_since_the_last_log(tmp_path):
+  for log_every in (1, 2):
+    gin.clear_config()
+    _tiny_runner(tmp_path / str(log_every), params=[
+        "Runner.num_iterations = 4", f"Runner.log_every = {log_every}",
+        "Runner.eval_every = 0"]).train()
+  for tag in ("Train/query_accuracy", "Train/query_loss"):
+    each, means = _scalars(tmp_path / "1" / "train", tag), _scalars(tmp_path / "2" / "train", tag)
+    assert sorted(means) == [2, 4]
+    for step in (2, 4):
+      assert means[step] == pytest.approx((each[step - 1] + each[step]) / 2, rel=1e-5)
+  rates = _scalars(tmp_path / "2" / "train", "Train/iterations_per_second")
+  assert sorted(rates) == [2, 4]  # compiled steps only: the first one traced
+
+
 def test_impossible_episode_spec_fails_before_training(tmp_path):
   splits = synthetic.prototype_splits(num_classes=(12, 3, 6), size=8)
   with pytest.raises(data.EpisodeSpecError, match="5-way .* meta-val has only 3"):

@@ -386,7 +386,8 @@ class Runner:
     data = {name: iter(sampler.dataset(self.meta_batch_size, start_batch=start,
                                        num_batches=self.num_iterations - start))
             for name, sampler in self.streams.items()}
-    tick, tick_step = time.perf_counter(), start
+    logging.info("compiling the meta-iteration (traced once, then run compiled) ...")
+    tick, tick_step, sums, count = None, start, {}, 0
     for step in range(start + 1, self.num_iterations + 1):
       began = time.perf_counter()
       with self.writer("train").as_default():  # what the learner's hooks write
@@ -394,21 +395,36 @@ class Runner:
       divergence.check_metrics(step, metrics)
       divergence.check_parameters(step, self.learner.meta_groups)
       self.train_seconds.assign_add(time.perf_counter() - began)
-      if step % self.log_every == 0 or step == self.num_iterations:
-        rate = (step - tick_step) / (time.perf_counter() - tick)
+      if tick is None:  # the rate and the ETA count compiled steps only
+        logging.info("meta-iteration %d compiled and ran in %.1f s", step,
+                     time.perf_counter() - began)
         tick, tick_step = time.perf_counter(), step
-        with self.writer("train").as_default():
-          for key, value in metrics.items():
-            tf.summary.scalar(f"Train/{key}", value, step=step)
-          tf.summary.scalar("Train/iterations_per_second", rate, step=step)
-        logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f  %.2f it/s  ETA %.0f s",
-                     step, self.num_iterations, float(metrics["query_accuracy"]),
-                     float(metrics["query_loss"]), rate, (self.num_iterations - step) / rate)
+      sums = {k: sums.get(k, 0.0) + float(v) for k, v in metrics.items()}
+      count += 1
+      if step % self.log_every == 0 or step == self.num_iterations:
+        self._log_training(step, {k: v / count for k, v in sums.items()},
+                           (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
+                           if step > tick_step else None)
+        tick, tick_step, sums, count = time.perf_counter(), step, {}, 0
       last_selection = self.select_on_val and step == self.num_iterations
       if self.eval_every and (step % self.eval_every == 0 or last_selection):
         self._select(self._log_eval("val", self.eval_tasks, step)["accuracy"], step)
       if step % self.checkpoint_every == 0 or step == self.num_iterations:
         self.save(step)
+
+  def _log_training(self, step, means, rate):
+    """Train/ summaries of the metrics' means over the meta-iterations since the last log
+    (every task of them, not one meta-batch), the compiled steps' rate and a progress line."""
+    with self.writer("train").as_default():
+      for key, value in means.items():
+        tf.summary.scalar(f"Train/{key}", value, step=step)
+      if rate:
+        tf.summary.scalar("Train/iterations_per_second", rate, step=step)
+    pace = (f"{rate:.2f} it/s  ETA {(self.num_iterations - step) / rate:.0f} s" if rate
+            else "rate after the next log")
+    logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f (means since the last "
+                 "log)  %s", step, self.num_iterations, means["query_accuracy"],
+                 means["query_loss"], pace)
 
   def _select(self, accuracy, step):
     """With select_on_val: keeps the checkpoint of the best meta-validation accuracy so far
