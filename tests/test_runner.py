@@ -195,6 +195,22 @@ def test_training_summaries_are_means_over_every_meta_iteration_since_the_last_l
   assert sorted(rates) == [2, 4]  # compiled steps only: the first one traced
 
 
+def test_the_meta_test_reports_progress_every_30_seconds_with_accuracy_and_eta(
+    tmp_path, monkeypatch, caplog):
+  runner = _tiny_runner(tmp_path, params=["Runner.test_tasks = 8", "Runner.test_batch_size = 2"])
+  ticks = iter(range(0, 1000, 20))  # a fake clock: 20 s per reading
+  monkeypatch.setattr(runner_lib, "clock", lambda: float(next(ticks)))
+  caplog.set_level("INFO")
+  outputs = runner.evaluate("test", 8)
+  lines = [r.getMessage() for r in caplog.records if "tasks adapted" in r.getMessage()]
+  # Readings: 0 at the start, then 20, 40, 60, 80 after batches 1-4. A line comes once 30 s
+  # have passed since the last (or the start), never after the last batch: after batch 2
+  # only (at 60 only 20 s have passed, batch 4 is the last).
+  assert len(lines) == 1 and lines[0].startswith("meta-test: 4 / 8 tasks adapted")
+  so_far = np.mean(outputs["accuracy"][:4])
+  assert f"accuracy so far {so_far:.4f}, ETA 40 s" in lines[0]  # 20 s per batch, 2 to go
+
+
 def test_impossible_episode_spec_fails_before_training(tmp_path):
   splits = synthetic.prototype_splits(num_classes=(12, 3, 6), size=8)
   with pytest.raises(data.EpisodeSpecError, match="5-way .* meta-val has only 3"):

@@ -51,6 +51,11 @@ from tf_metanas.train import events
 from tf_metanas.train import lock
 
 
+# Progress lines of an evaluation come at least this often (seconds of `clock`).
+PROGRESS_SECONDS = 30.0
+clock = time.perf_counter
+
+
 class ConfigMismatchError(ValueError):
   """A resume with other bindings than the stored run's."""
 
@@ -356,13 +361,19 @@ class Runner:
     `MetaLearner.evaluate_batch` as numpy arrays ("loss", "accuracy", ...), [num_tasks, ...]."""
     sampler = self.samplers[split]
     batches = -(-num_tasks // self.test_batch_size)
-    outputs = []
+    outputs, compiled, logged = [], None, clock()
     for index, batch in enumerate(sampler.dataset(self.test_batch_size, num_batches=batches)):
       outputs.append(tf.nest.map_structure(lambda t: t.numpy(), self.learner.evaluate_batch(
           batch, first_task=index * self.test_batch_size, split=split)))
-      if (index + 1) % 10 == 0 and index + 1 < batches:
-        logging.info("meta-%s: %d / %d tasks adapted", split,
-                     (index + 1) * self.test_batch_size, num_tasks)
+      now = clock()
+      compiled = now if compiled is None else compiled  # after the first, traced batch
+      if now - logged >= PROGRESS_SECONDS and index + 1 < batches:
+        logged, done = now, (index + 1) * self.test_batch_size
+        accuracy = float(np.mean(np.concatenate([o["accuracy"] for o in outputs])))
+        eta = (f"ETA {(now - compiled) / index * (batches - index - 1):.0f} s" if index
+               else "ETA after the next batch")
+        logging.info("meta-%s: %d / %d tasks adapted, accuracy so far %.4f, %s", split, done,
+                     num_tasks, accuracy, eta)
     return tf.nest.map_structure(lambda *parts: np.concatenate(parts)[:num_tasks], *outputs)
 
   def train(self, force_resume=False):
