@@ -5,6 +5,7 @@ shipped gin file parses and runs tiny, bad gin input is named."""
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,21 @@ def test_confidence_interval():
   mean, ci = runner_lib.confidence_interval([0.2, 0.4, 0.6, 0.8])
   assert mean == pytest.approx(0.5)
   assert ci == pytest.approx(1.96 * np.std([0.2, 0.4, 0.6, 0.8], ddof=1) / 2)
+
+
+def test_a_dataset_file_decides_every_dataset_setting_whatever_came_before():
+  datasets = sorted((ROOT / "gin_configs" / "datasets").glob("*.gin"))
+  bound = [set(re.findall(r"^(load_splits\.\w+) =", p.read_text(), re.M)) for p in datasets]
+  assert all(b == bound[0] for b in bound) and len(bound[0]) >= 6
+  omniglot = ROOT / "gin_configs/experiments/baselines/reptile_omniglot_5w1s.gin"
+  _parse(*configurables.with_dataset([omniglot], "glyphs"))  # --dataset=glyphs
+  assert gin.query_parameter("load_splits.name") == "glyphs"
+  assert gin.query_parameter("load_splits.rotations") is False
+  assert gin.query_parameter("load_splits.omniglot_split") == "vinyals"
+  gin.clear_config()
+  _parse(omniglot, ROOT / "gin_configs/datasets/mini_imagenet.gin")  # or the include
+  assert gin.query_parameter("reptile_network.dataset") == "mini_imagenet"
+  assert gin.query_parameter("load_splits.rotations") is False
 
 
 def test_meta_test_default_is_600_tasks():

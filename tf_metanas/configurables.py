@@ -26,6 +26,13 @@ EpisodeSpec = gin.external_configurable(episodes.EpisodeSpec, module="tf_metanas
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def with_dataset(gin_files, dataset=None):
+  """`gin_files` followed by gin_configs/datasets/<dataset>.gin (when `dataset` is given),
+  which binds every dataset-specific setting: the last dataset decides them all."""
+  return list(gin_files) + ([str(REPO_ROOT / "gin_configs" / "datasets" / f"{dataset}.gin")]
+                            if dataset else [])
+
+
 def parse(gin_files=(), gin_params=()):
   """Parses gin files then bindings; a bad file or binding raises ValueError naming it."""
   for root in (os.getcwd(), str(REPO_ROOT)):

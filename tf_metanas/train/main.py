@@ -21,12 +21,17 @@ from absl import logging
 import gin
 
 from tf_metanas import configurables
+from tf_metanas.data import registry
 from tf_metanas.train import cli
 from tf_metanas.train import runner as runner_lib
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings, after the files.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go.", required=True)
+_DATASET = flags.DEFINE_enum(
+    "dataset", None, registry.DATASETS, "Train on this dataset instead: its "
+    "gin_configs/datasets/<name>.gin after the --gin_file files (it binds every "
+    "dataset-specific setting).")
 
 
 _FORCE_RESUME = flags.DEFINE_bool(
@@ -43,7 +48,8 @@ _RETEST = flags.DEFINE_bool(
 def main(argv):
   del argv
   try:
-    configurables.parse(_GIN_FILES.value, _GIN_PARAMS.value)
+    configurables.parse(configurables.with_dataset(_GIN_FILES.value, _DATASET.value),
+                        _GIN_PARAMS.value)
   except ValueError as e:
     raise app.UsageError(str(e))
   try:
