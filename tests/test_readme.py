@@ -1,10 +1,13 @@
-"""The README starts with the two commands, CI runs the second one verbatim, and the flags
-the README gives the training binary exist."""
+"""The README starts with the two commands, CI runs the second one verbatim, the flags the
+README gives the training binary exist, and its Python blocks run."""
 
 import pathlib
 import re
 import subprocess
 import sys
+
+import gin
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,3 +41,47 @@ def test_flags_the_readme_gives_tools_train_exist():
                             capture_output=True, text=True, timeout=120, check=False).stdout
   for flag in used:
     assert f"--{flag}:" in helpfull, flag
+
+
+# What the README's Python blocks do at full size, made tiny: each must still be in the text.
+_TINY = {"dataset(32, num_batches=300)": "dataset(2, num_batches=1)",
+         "SearchNetwork(num_classes=20)": "SearchNetwork(num_classes=20, channels=4)"}
+
+
+def _python_blocks():
+  return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+@pytest.fixture
+def quickstart_run(tmp_path):
+  """A run of the quickstart config in tmp_path/runs/quickstart, tiny and checkpointed at
+  meta-iteration 0 (what a block does with it does not depend on its training)."""
+  from tf_metanas import configurables  # pylint: disable=g-import-not-at-top
+  from tf_metanas.train import runner as runner_lib  # pylint: disable=g-import-not-at-top
+  configurables.parse([str(ROOT / "gin_configs/experiments/metanas/quickstart.gin"),
+                       str(ROOT / "gin_configs/debug/tiny.gin")],
+                      ["load_splits.synthetic_image_shape = (28, 28, 1)",
+                       "Runner.num_iterations = 0"])
+  runner = runner_lib.Runner(model_dir=tmp_path / "runs" / "quickstart")
+  runner.train()  # writes its configuration
+  runner.save(0)
+  gin.clear_config()
+  return tmp_path
+
+
+def test_every_python_block_of_the_readme_runs_as_written(quickstart_run, monkeypatch):
+  from tf_metanas import data  # pylint: disable=g-import-not-at-top
+  from tf_metanas.data import synthetic  # pylint: disable=g-import-not-at-top
+  # Every dataset the blocks load: prototype images of Omniglot's shape, no download.
+  monkeypatch.setattr(data, "load_dataset", lambda *a, **k: synthetic.prototype_splits(
+      num_classes=(30, 25, 25), size=28))
+  monkeypatch.chdir(quickstart_run)  # runs/quickstart is the tiny run
+  blocks = _python_blocks()
+  assert len(blocks) >= 5
+  text = "\n".join(blocks)
+  for full in _TINY:
+    assert full in text, f"the README no longer says {full!r}: update _TINY"
+  for index, block in enumerate(blocks):
+    for full, tiny in _TINY.items():
+      block = block.replace(full, tiny)
+    exec(compile(block, f"README python block {index + 1}", "exec"), {})  # pylint: disable=exec-used
