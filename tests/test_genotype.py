@@ -155,3 +155,11 @@ def test_summary_lists_each_node_on_one_line():
   assert genotype.compact() == "normal: c3(0) id(2)+mp3(1)  reduce: c3(1) ap3(0)"
   assert Genotype([[]], [[("sep_conv_7x7", 0)]]).compact() == "normal: -  reduce: sep7(0)"
   assert set(genotype_lib.SHORT_NAMES) == set(ops_lib.OP_NAMES)  # every op has a short name
+
+
+def test_the_genotype_table_is_markdown_in_compact_form():
+  from tf_metanas.train import arch_summaries  # pylint: disable=g-import-not-at-top
+  genotype = Genotype([[("conv_3x3", 0)]], [[("max_pool_3x3", 1)]])
+  assert arch_summaries.genotype_table([(genotype, 3, 1234)], 4).splitlines() == [
+      "| tasks | share | parameters | genotype |", "|---|---|---|---|",
+      "| 3 | 75.0% | 1234 | `normal: c3(0)  reduce: mp3(1)` |"]

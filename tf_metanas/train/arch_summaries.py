@@ -47,13 +47,19 @@ def write_genotype(name, genotype, step):
   tf.summary.text(f"Architecture/{name}_json", genotype.to_json(), step=step)
 
 
-def write_genotype_table(name, entries, num_tasks, step):
-  """A markdown table of (genotype, tasks, parameters) entries with their share of tasks."""
+def genotype_table(entries, num_tasks):
+  """A markdown table of (genotype, tasks, parameters) entries with their share of tasks,
+  each genotype in its compact form (`Genotype.compact`, short op names)."""
   lines = ["| tasks | share | parameters | genotype |", "|---|---|---|---|"]
   for genotype, count, parameters in entries:
     lines.append(f"| {count} | {count / num_tasks:.1%} | {parameters} | "
-                 f"`{genotype.to_json()}` |")
-  tf.summary.text(f"Architecture/{name}", "\n".join(lines), step=step)
+                 f"`{genotype.compact()}` |")
+  return "\n".join(lines)
+
+
+def write_genotype_table(name, entries, num_tasks, step):
+  """`genotype_table` as the text summary Architecture/<name>."""
+  tf.summary.text(f"Architecture/{name}", genotype_table(entries, num_tasks), step=step)
 
 
 def write_adaptation(model, meta_arch, meta_genotype, task_archs, task_genotypes, common,
