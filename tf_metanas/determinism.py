@@ -15,7 +15,6 @@ import os
 import sys
 
 from absl import logging
-import tensorflow as tf
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 # Set in the environment of the re-executed process, so that it never re-executes again.
@@ -81,5 +80,7 @@ def enable(reexec=False):
                          "binaries' --deterministic restarts themselves with it)")
     _reexec_without_onednn()
   os.environ[ONEDNN_VARIABLE] = "0"
+  # Imported here: `tf_metanas.jobs` reads this module's constants without TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.experimental.enable_op_determinism()
   logging.info("deterministic: op determinism on, oneDNN off (%s=0)", ONEDNN_VARIABLE)
