@@ -41,6 +41,11 @@ def test_flags_the_readme_gives_tools_train_exist():
                             capture_output=True, text=True, timeout=120, check=False).stdout
   for flag in used:
     assert f"--{flag}:" in helpfull, flag
+  help_text = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--help"],
+                             capture_output=True, text=True, timeout=120, check=False).stdout
+  for flag in used | {"gin_file", "gin_param", "model_dir", "deterministic", "retest",
+                      "dataset"}:  # --help, not only --helpfull, lists them
+    assert f"--{flag}:" in help_text or f"--[no]{flag}:" in help_text, flag
 
 
 # What the README's Python blocks do at full size, made tiny: each must still be in the text.

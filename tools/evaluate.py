@@ -28,6 +28,7 @@ from tf_metanas.train import cli
 from tf_metanas.train import from_scratch
 from tf_metanas.train import runner as runner_lib
 
+flags.adopt_module_key_flags(cli)  # --help lists the distribution flags too
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run's config.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A trained run's model dir.", required=True)
 _RESULTS = flags.DEFINE_string(
