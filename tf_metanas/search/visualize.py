@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 from matplotlib import patches  # pylint: disable=g-import-not-at-top,wrong-import-position
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from tf_metanas.search import genotype as genotype_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_metanas.search import topology  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _COLORS = {"input": "#a6cee3", "node": "#fdbf6f", "output": "#b2df8a"}
@@ -24,40 +25,56 @@ def _positions(num_nodes):
   return pos
 
 
+def _op_color(op):
+  """A fixed color per op name (the same in every picture)."""
+  names = sorted(genotype_lib.SHORT_NAMES)
+  index = names.index(op) if op in names else len(names)
+  return plt.get_cmap("tab20")(index % 20)
+
+
 def draw_cell(ax, nodes, title):
-  """Draws one cell (a Genotype's `normal` or `reduce`) on a matplotlib axis."""
+  """Draws one cell (a Genotype's `normal` or `reduce`) on a matplotlib axis: one arrow per
+  (op, input) pair, curved apart where an input feeds a node through several ops, colored
+  by op, with a legend of the ops (short names: `Genotype.compact`)."""
   pos = _positions(len(nodes))
   labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+  used = []
   for j, node in enumerate(nodes):
-    ops_by_input = {}
+    by_input = {}
     for op, i in node:
-      ops_by_input.setdefault(i, []).append(op)
-    for i, ops in ops_by_input.items():
-      (x0, y0), (x1, y1) = pos[i], pos[j + 2]
-      ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                  arrowprops=dict(arrowstyle="->", color="0.3", shrinkA=14, shrinkB=14))
-      ax.text((x0 + x1) / 2, (y0 + y1) / 2, "\n".join(ops), fontsize=7, ha="center",
-              va="center", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
-                                     alpha=0.8))
+      by_input.setdefault(i, []).append(op)
+    for i, ops in by_input.items():
+      for k, op in enumerate(ops):
+        rad = 0.0 if len(ops) == 1 else 0.45 * (k - (len(ops) - 1) / 2)
+        ax.annotate("", xy=pos[j + 2], xytext=pos[i],
+                    arrowprops=dict(arrowstyle="-|>", color=_op_color(op), lw=2.0,
+                                    shrinkA=14, shrinkB=14, connectionstyle=f"arc3,rad={rad}"))
+        used.append(op)
     ax.annotate("", xy=pos["out"], xytext=pos[j + 2],
-                arrowprops=dict(arrowstyle="->", color="0.7", ls="--", shrinkA=14, shrinkB=14))
+                arrowprops=dict(arrowstyle="->", color="0.75", ls="--", shrinkA=14, shrinkB=14))
   for key, (x, y) in pos.items():
     kind = "input" if key in (0, 1) else "output" if key == "out" else "node"
     ax.text(x, y, labels.get(key, str(key - 2) if key != "out" else ""), ha="center",
             va="center", fontsize=9, bbox=dict(boxstyle="circle", fc=_COLORS[kind], ec="0.3"))
-  ax.set_title(title)
+  handles = [patches.Patch(color=_op_color(op), label=genotype_lib.SHORT_NAMES.get(op, op)
+                           + f" = {op}") for op in sorted(set(used))]
+  if handles:
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+  ax.set_title(title, fontsize=10)
   ax.set_xlim(-0.6, len(nodes) + 1.6)
-  ax.set_ylim(-1.8, 1.8)
+  ax.set_ylim(-1.9, 1.9)
   ax.axis("off")
 
 
 def plot_genotype(genotype, path=None, title=""):
-  """Draws the normal and reduction cells side by side; saves a PNG if `path` is given.
+  """Draws the normal and reduction cells one above the other; saves a PNG if `path` is
+  given.
 
   Returns:
     The matplotlib figure (closed if it was saved).
   """
-  fig, axes = plt.subplots(2, 1, figsize=(1.8 * (genotype.num_nodes + 2), 6.4))
+  fig, axes = plt.subplots(2, 1, figsize=(1.6 * (genotype.num_nodes + 2) + 2.6, 6.4))
   draw_cell(axes[0], genotype.normal, f"{title} normal cell".strip())
   draw_cell(axes[1], genotype.reduce, f"{title} reduction cell".strip())
   fig.tight_layout()
@@ -205,8 +222,8 @@ def plot_pca(groups, title, marked=None, muted=()):
 def plot_cells(cells, titles):
   """Block cells (`search.blocks.BlockCell`) one above the other, each titled. Returns the
   figure."""
-  width = 1.8 * (max(c.num_blocks for c in cells) + 2)
-  fig, axes = plt.subplots(len(cells), 1, figsize=(max(width, 6.0), 3.2 * len(cells)),
+  width = 1.6 * (max(c.num_blocks for c in cells) + 2) + 2.6
+  fig, axes = plt.subplots(len(cells), 1, figsize=(max(width, 7.0), 3.2 * len(cells)),
                            squeeze=False)
   for ax, cell, title in zip(axes[:, 0], cells, titles):
     draw_cell(ax, cell.blocks, title)
