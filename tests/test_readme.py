@@ -41,8 +41,9 @@ def test_flags_the_readme_gives_tools_train_exist():
                             capture_output=True, text=True, timeout=120, check=False).stdout
   for flag in used:
     assert f"--{flag}:" in helpfull, flag
-  help_text = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--help"],
-                             capture_output=True, text=True, timeout=120, check=False).stdout
+  shown = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--help"],
+                         capture_output=True, text=True, timeout=120, check=False)
+  help_text = shown.stdout
   for flag in used | {"gin_file", "gin_param", "model_dir", "deterministic", "retest",
                       "dataset"}:  # --help, not only --helpfull, lists them
     assert f"--{flag}:" in help_text or f"--[no]{flag}:" in help_text, flag
@@ -90,3 +91,14 @@ def test_every_python_block_of_the_readme_runs_as_written(quickstart_run, monkey
     for full, tiny in _TINY.items():
       block = block.replace(full, tiny)
     exec(compile(block, f"README python block {index + 1}", "exec"), {})  # pylint: disable=exec-used
+
+
+def test_the_binaries_drop_the_checkpoint_sharding_noise_and_keep_the_rest():
+  code = ("from tf_metanas import quiet\nfrom absl import logging\n"
+          "logging.set_verbosity(logging.INFO)\n"
+          "logging.info('Sharding callback duration: 59 microseconds')\n"
+          "logging.info('meta-iteration 1 compiled')\nlogging.warning('a real warning')\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+  assert "Sharding callback" not in result.stderr
+  assert "meta-iteration 1 compiled" in result.stderr and "a real warning" in result.stderr

@@ -16,6 +16,8 @@ over 1..N mirrored replicas (each setting measured in its own process).
       --append_to=BENCHMARKS.md
 """
 
+from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+
 import json
 import os
 import pathlib

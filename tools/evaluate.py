@@ -16,6 +16,8 @@ of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
   python tools/evaluate.py --model_dir=runs/caml_glyphs --decoded=from_kept_weights
 """
 
+from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+
 import pathlib
 import sys
 

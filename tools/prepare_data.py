@@ -5,6 +5,8 @@ r"""Prepares a few-shot dataset into the cache, prints a summary and writes a co
   python tools/prepare_data.py --dataset=fc100 --source=tfds --download
 """
 
+from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+
 import pathlib
 
 from absl import app

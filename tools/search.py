@@ -11,6 +11,8 @@ and TensorBoard views go to search_dir (see tf_metanas.methods.autometa). A kill
 resumes where it stopped when run again with the same flags.
 """
 
+from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+
 import sys
 
 from absl import app

@@ -21,6 +21,7 @@ from absl import logging
 import gin
 
 from tf_metanas import configurables
+from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
 from tf_metanas.data import registry
 from tf_metanas.train import cli
 from tf_metanas.train import runner as runner_lib
