@@ -1,6 +1,5 @@
 """tools/train.py: the binary of tf_metanas.train.main (its docstring is this one's --help)."""
 
-
 from absl import app
 from absl import flags
 from absl import logging
