@@ -20,15 +20,20 @@ def omniglot_dir(tmp_path):
   return root
 
 
-def test_files_are_read_once_then_cached(omniglot_dir, tmp_path, monkeypatch):
+def test_files_are_read_once_then_cached(omniglot_dir, tmp_path, monkeypatch, caplog):
+  caplog.set_level("INFO")
   first = data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
   assert list((tmp_path / "c" / "omniglot").glob("*/train.npz"))
+  assert any(r.getMessage().startswith(f"Wrote omniglot to the cache {tmp_path / 'c'}")
+             for r in caplog.records)
 
   def fail(*args):
     raise AssertionError(f"read again: {args}")
 
   monkeypatch.setattr(registry.omniglot, "read_files", fail)
   second = data.load_dataset("omniglot", data_dir=omniglot_dir, cache_dir=tmp_path / "c")
+  assert caplog.records[-1].getMessage().startswith(
+      f"Loaded omniglot from the cache {tmp_path / 'c'}")
   for split in data.SPLITS:
     assert second[split].class_names == first[split].class_names
     assert second[split].images.tobytes() == first[split].images.tobytes()

@@ -93,7 +93,11 @@ def _load_cache(directory, refresh):
   if refresh:
     return None, None
   try:
-    return store_lib.load_splits(directory), None
+    splits = store_lib.load_splits(directory)
+    if splits is not None:
+      logging.info("Loaded %s from the cache %s", pathlib.Path(directory).parent.name,
+                   directory)
+    return splits, None
   except errors.CorruptFileError as e:
     logging.warning("The cached file %s is corrupt; rebuilding it from the raw data. (%s)",
                     e.path, e)
@@ -201,6 +205,7 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
       raise _unrebuildable(corrupt, command, e) from e
     store_lib.check_disjoint(splits)
     store_lib.save_splits(splits, directory)
+    logging.info("Wrote %s to the cache %s", name, directory)
   if val_classes is not None:
     splits = move_val_classes(splits, val_classes)
   if rotations == "per_task":

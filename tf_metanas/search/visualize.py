@@ -3,6 +3,7 @@ the edges) and heatmaps of normalized architecture weights."""
 
 import io
 import pathlib
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -113,7 +114,8 @@ def plot_weights(weights, row_labels, column_labels, title, xlabel="", ylabel=""
   op), {row: None} hatches the row out (a dropped edge). Returns the figure."""
   weights = np.asarray(weights, np.float64)
   rows, cols = weights.shape
-  fig, ax = plt.subplots(figsize=(1.6 + 0.95 * cols, 1.2 + 0.38 * rows))
+  width = max(1.6 + 0.95 * cols, 4.8)  # wide enough for the title and the axis labels
+  fig, ax = plt.subplots(figsize=(width, 1.5 + 0.38 * rows))
   image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
   ax.set_xticks(range(cols), column_labels, rotation=35, ha="right", fontsize=8)
   ax.set_yticks(range(rows), row_labels, fontsize=8)
@@ -130,7 +132,7 @@ def plot_weights(weights, row_labels, column_labels, title, xlabel="", ylabel=""
                                      zorder=3))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=9)
+  ax.set_title(textwrap.fill(title, int(9 * width)), fontsize=9)  # ~9 characters an inch
   fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
   fig.tight_layout()
   return fig
