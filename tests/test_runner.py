@@ -227,6 +227,16 @@ def test_the_meta_test_reports_progress_every_30_seconds_with_accuracy_and_eta(
   assert f"accuracy so far {so_far:.4f}, ETA 40 s" in lines[0]  # 20 s per batch, 2 to go
 
 
+def test_the_meta_learning_rates_are_summarized_as_the_schedules_give_them(tmp_path):
+  # Reptile's step size anneals linearly from 1 to 0 over ITERATIONS = 4 meta-iterations:
+  # after meta-iteration s the next step is 1 - s / 4.
+  _tiny_runner(tmp_path, algorithm_file="reptile.gin", params=[
+      "ITERATIONS = 4", "Runner.num_iterations = 4", "INNER_BATCH = 5", "Runner.log_every = 1",
+      "Runner.eval_every = 0"]).train()
+  rates = _scalars(tmp_path / "train", "Train/meta_learning_rate/weights")
+  assert rates == pytest.approx({1: 0.75, 2: 0.5, 3: 0.25, 4: 0.0})
+
+
 def test_impossible_episode_spec_fails_before_training(tmp_path):
   splits = synthetic.prototype_splits(num_classes=(12, 3, 6), size=8)
   with pytest.raises(data.EpisodeSpecError, match="5-way .* meta-val has only 3"):

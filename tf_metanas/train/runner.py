@@ -425,10 +425,14 @@ class Runner:
 
   def _log_training(self, step, means, rate):
     """Train/ summaries of the metrics' means over the meta-iterations since the last log
-    (every task of them, not one meta-batch), the compiled steps' rate and a progress line."""
+    (every task of them, not one meta-batch), each group's meta learning rate (Reptile: its
+    step size) for the next meta-iteration, the compiled steps' rate and a progress line."""
     with self.writer("train").as_default():
       for key, value in means.items():
         tf.summary.scalar(f"Train/{key}", value, step=step)
+      for group, optimizer in self.learner.meta_optimizers.items():  # the next step's
+        tf.summary.scalar(f"Train/meta_learning_rate/{group}", float(optimizer.learning_rate),
+                          step=step)
       if rate:
         tf.summary.scalar("Train/iterations_per_second", rate, step=step)
     pace = (f"{rate:.2f} it/s  ETA {(self.num_iterations - step) / rate:.0f} s" if rate
