@@ -440,7 +440,7 @@ class Caml(learner_lib.MetaLearner):
             f"{len(results['decisions']) - fixed} dropped; "
             f"{results['computed_ops']} ops and {results['computed_parameters']} weights "
             f"computed; derived genotype: "
-            f"{genotype_lib.Genotype.from_dict(results['genotype']).summary()}"]
+            f"{genotype_lib.Genotype.from_dict(results['genotype']).compact()}"]
 
   def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):
     """Adapts the weights of the network as consolidated to one new task;

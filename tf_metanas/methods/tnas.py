@@ -184,7 +184,7 @@ class Tnas(learner_lib.MetaLearner):
     if len(decoded[0]["tasks"]) > 1:
       lines.append(f"most common decoded genotype ({len(decoded[0]['tasks'])} tasks, "
                    f"{decoded[0]['parameters']} parameters): "
-                   f"{genotype_lib.Genotype.from_dict(decoded[0]['genotype']).summary()}")
+                   f"{genotype_lib.Genotype.from_dict(decoded[0]['genotype']).compact()}")
     return lines
 
   def adapt(self, support_images, support_labels, phases=None, inner_batch_size=None, seed=0):
