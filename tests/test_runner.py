@@ -196,7 +196,9 @@ def _scalars(directory, tag):
   return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
 
 
-def test_training_summaries_are_means_over_every_meta_iteration_since_the_last_log(tmp_path):
+def test_training_summaries_are_means_over_every_meta_iteration_since_the_last_log(tmp_path,
+                                                                                   caplog):
+  caplog.set_level("INFO")
   for log_every in (1, 2):
     gin.clear_config()
     _tiny_runner(tmp_path / str(log_every), params=[
@@ -209,6 +211,9 @@ def test_training_summaries_are_means_over_every_meta_iteration_since_the_last_l
       assert means[step] == pytest.approx((each[step - 1] + each[step]) / 2, rel=1e-5)
   rates = _scalars(tmp_path / "2" / "train", "Train/iterations_per_second")
   assert sorted(rates) == [2, 4]  # compiled steps only: the first one traced
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("meta-iter")]
+  assert "compiled and ran" in lines[0] and "it/s  ETA of meta-training" in lines[-2]
+  assert lines[-1].endswith("meta-training done; the meta-test of 4 tasks follows")
 
 
 def test_the_meta_test_reports_progress_every_30_seconds_with_accuracy_and_eta(

@@ -435,8 +435,12 @@ class Runner:
                           step=step)
       if rate:
         tf.summary.scalar("Train/iterations_per_second", rate, step=step)
-    pace = (f"{rate:.2f} it/s  ETA {(self.num_iterations - step) / rate:.0f} s" if rate
-            else "rate after the next log")
+    if step == self.num_iterations:  # not "ETA 0 s": the meta-test is still ahead
+      pace = f"meta-training done; the meta-{self.test_split} of {self.test_tasks} tasks follows"
+    elif rate:
+      pace = f"{rate:.2f} it/s  ETA of meta-training {(self.num_iterations - step) / rate:.0f} s"
+    else:
+      pace = "rate after the next log"
     logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f (means since the last "
                  "log)  %s", step, self.num_iterations, means["query_accuracy"],
                  means["query_loss"], pace)
