@@ -569,7 +569,7 @@ def test_evaluation_reports_task_architectures_and_writes_heatmaps(tmp_path):
     png = tf.make_ndarray(value.tensor)[2]  # [width, height, PNG bytes]
     image = tf.image.decode_png(png).numpy()
     cols = 3 if "op_weights" in tag else 2
-    expected = ((1.2 + 0.38 * rows) * 90, (1.6 + 0.95 * cols) * 90)  # figure size x dpi
+    expected = ((1.5 + 0.38 * rows) * 90, max(1.6 + 0.95 * cols, 4.8) * 90)  # size x dpi
     assert np.abs(np.subtract(image.shape[:2], expected)).max() <= 1
     assert image.std() > 10  # a picture, not a blank
   for tag in ("Architecture/task_parameters", "Architecture/task_genotypes",

@@ -431,8 +431,8 @@ class Runner:
       for key, value in means.items():
         tf.summary.scalar(f"Train/{key}", value, step=step)
       for group, optimizer in self.learner.meta_optimizers.items():  # the next step's
-        tf.summary.scalar(f"Train/meta_learning_rate/{group}", float(optimizer.learning_rate),
-                          step=step)
+        rate_now = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # any strategy
+        tf.summary.scalar(f"Train/meta_learning_rate/{group}", rate_now, step=step)
       if rate:
         tf.summary.scalar("Train/iterations_per_second", rate, step=step)
     if step == self.num_iterations:  # not "ETA 0 s": the meta-test is still ahead
