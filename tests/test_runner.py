@@ -34,9 +34,10 @@ EXPERIMENTS = sorted((ROOT / "gin_configs" / "experiments").rglob("*.gin"))
 # meta-tests): per method, each set of method options, update rule, op set or network kind;
 # the variants of a run experiment in dataset, shape, ways, shots, numbers or criterion
 # (checked on hand-made logits in test_caml) are built only. Runs elsewhere: base/glyphs_quick
-# (test_base), autometa/glyphs_quick (test_autometa, as real candidate jobs).
+# (test_base), autometa/glyphs_quick (test_autometa, as real candidate jobs; the other
+# Auto-Meta configs differ from it in dataset and numbers).
 RUNS = {
-    "automaml/fc100_5w1s", "autometa/mini_imagenet_5w1s_small",
+    "automaml/fc100_5w1s",
     "base/mini_imagenet_5w5s_gumbel",  # the BASE op set at 84 pixels
     "base/multi_size_quick",  # heads per image shape, two streams
     "baselines/maml_omniglot_5w1s", "baselines/maml_mini_imagenet_5w1s",
