@@ -402,6 +402,10 @@ def _tiny_experiment(path, model_dir):
 def test_every_experiment_builds_tiny(path, tmp_path):
   runner = _tiny_experiment(path, tmp_path)
   assert runner.parameter_count > 0 and runner.learner.model is runner.model
+  # tiny.gin's ITERATIONS = 2 sets the run's length and every schedule follows it (issue 19.8)
+  assert runner.num_iterations == 2
+  schedules = {n: c for n, c in runner.learner.step_counts().items() if ".steps" in n}
+  assert all(count == 2 for count in schedules.values()), schedules
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ class Engine:
     self.learner, self.jit_compile = learner, bool(jit_compile)
     self.strategy = tf.distribute.get_strategy()
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
-    self.meta_optimizers, self.meta_settings = {}, {}
+    self.meta_optimizers, self.meta_settings, self.rates = {}, {}, dict(rates)
     for name, variables in learner.meta_groups.items():
       settings = optimizers.meta_optimizer_of(meta_optimizer, name)
       if name in sgd_only:

@@ -40,6 +40,7 @@ from tf_metanas.meta import engine as engine_lib
 from tf_metanas.meta import inner_loop
 from tf_metanas.meta import losses
 from tf_metanas.meta import rules as rules_lib
+from tf_metanas.meta import schedules
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 LOSS_REDUCTIONS = ("mean", "sum_over_shots")
@@ -408,6 +409,18 @@ class MetaLearner:
     """Keyword arguments of the model's call in the default forwards, read at trace time
     (e.g. a structure's op masks; none here)."""
     return {}
+
+  def step_counts(self):
+    """Its settings counted in meta-iterations, which a run should reach: description ->
+    count (annealing schedules of meta learning rates, the warm-up, MAML++'s first-order and
+    multi-step-loss iterations; methods add theirs). The Runner refuses a run shorter than
+    any of them: it would stop an anneal or a warm-up part-way."""
+    counts = {f"{type(rate).__name__}.steps (the {group!r} meta learning rate)": rate.steps
+              for group, rate in self.engine.rates.items()
+              if isinstance(rate, schedules.Annealing)}
+    if self.warmup_iterations:
+      counts["warmup_iterations"] = self.warmup_iterations
+    return {**counts, **self.rule.step_counts()}
 
   def frozen_entries(self, group):
     """Per variable of meta group `group`: None, or numpy bools of the entries the

@@ -99,6 +99,10 @@ class UpdateRule:
     del learner, step
     return ()
 
+  def step_counts(self):
+    """Its settings counted in meta-iterations: description -> count (none here)."""
+    return {}
+
   def groups(self, learner):
     """The groups this rule gives directions for (before warm-up freezes any)."""
     return tuple(learner.meta_groups)
@@ -192,6 +196,11 @@ class Maml(UpdateRule):
     del learner
     return (self.first_order or step < self.first_order_iterations,
             step < self.multi_step_loss_iterations)
+
+  def step_counts(self):
+    return {name: count for name, count in (
+        ("first_order_iterations", self.first_order_iterations),
+        ("multi_step_loss_iterations", self.multi_step_loss_iterations)) if count}
 
   def auxiliary(self, learner):
     return tuple(learner.auxiliary_variables)
@@ -356,6 +365,10 @@ class Sequential(UpdateRule):
   def regime(self, learner, step):
     return tuple(rule.regime(learner, step) for rule, _ in self.parts)
 
+  def step_counts(self):
+    return {f"{name} (stage {index})": count for index, (rule, _) in enumerate(self.parts)
+            for name, count in rule.step_counts().items()}
+
   def auxiliary(self, learner):
     return tuple(dict.fromkeys(a for rule, _ in self.parts for a in rule.auxiliary(learner)))
 
@@ -478,6 +491,9 @@ class StreamMixture(UpdateRule):
 
   def regime(self, learner, step):
     return self.rule.regime(learner, step)
+
+  def step_counts(self):
+    return self.rule.step_counts()
 
   def first_order_at(self, learner, step):
     return self.rule.first_order_at(learner, step)

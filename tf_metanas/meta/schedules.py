@@ -12,8 +12,9 @@ import keras
 from keras import ops as K
 
 
-class _Annealing(keras.optimizers.schedules.LearningRateSchedule):
-  """From `start` at step 0 to `end` at step `steps`, constant after."""
+class Annealing(keras.optimizers.schedules.LearningRateSchedule):
+  """From `start` at step 0 to `end` at step `steps`, constant after (the base of the
+  schedules here; a Runner refuses a run shorter than `steps`)."""
 
   def __init__(self, start, end, steps):
     self.start, self.end, self.steps = float(start), float(end), int(steps)
@@ -28,7 +29,7 @@ class _Annealing(keras.optimizers.schedules.LearningRateSchedule):
 
 @gin.configurable(module="tf_metanas.meta")
 @keras.saving.register_keras_serializable("tf_metanas")
-class Linear(_Annealing):
+class Linear(Annealing):
   """start + (end - start) * min(step / steps, 1): REPTILE's annealed outer step size."""
 
   def __call__(self, step):
@@ -37,7 +38,7 @@ class Linear(_Annealing):
 
 @gin.configurable(module="tf_metanas.meta")
 @keras.saving.register_keras_serializable("tf_metanas")
-class Cosine(_Annealing):
+class Cosine(Annealing):
   """end + (start - end) * (1 + cos(pi * min(step / steps, 1))) / 2 (MAML++ meta lr)."""
 
   def __call__(self, step):
@@ -46,7 +47,7 @@ class Cosine(_Annealing):
 
 @gin.configurable(module="tf_metanas.meta")
 @keras.saving.register_keras_serializable("tf_metanas")
-class Exponential(_Annealing):
+class Exponential(Annealing):
   """start * (end / start) ** min(step / steps, 1): geometric annealing, e.g. of a
   Gumbel-softmax temperature (Jang et al. 2017 anneal tau exponentially; BASE's choice).
   start and end must be positive."""

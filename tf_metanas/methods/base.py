@@ -99,6 +99,7 @@ from tf_metanas.meta import learner as learner_lib
 from tf_metanas.meta import losses
 from tf_metanas.meta import optimizers
 from tf_metanas.meta import rules
+from tf_metanas.meta import schedules
 from tf_metanas.methods import tnas
 from tf_metanas.search import network as network_lib
 from tf_metanas.search import pair_network
@@ -278,6 +279,13 @@ class Base(tnas.Tnas):
   def temperature(self, dtype=tf.float32):
     """tau at the current meta-iteration."""
     return tf.cast(_temperature_value(self.tau, self.step), dtype)
+
+  def step_counts(self):
+    """The MetaLearner's, and tau's annealing schedule."""
+    counts = super().step_counts()
+    if isinstance(self.tau, schedules.Annealing):
+      counts[f"{type(self.tau).__name__}.steps (tau)"] = self.tau.steps
+    return counts
 
   def samples(self, context):
     """Whether a forward in `context` draws a posterior sample: every inner step with the

@@ -285,6 +285,11 @@ class Caml(learner_lib.MetaLearner):
       return [np.ones(v.shape, bool) for v in variables]
     return super().frozen_entries(group)
 
+  def step_counts(self):
+    """The MetaLearner's, and the first consolidation decision (a shorter run would never
+    consolidate)."""
+    return {**super().step_counts(), "Caml.consolidation_start": self.consolidation_start}
+
   def _decision_due(self, step):
     if step < self.consolidation_start or self.consolidated():
       return False

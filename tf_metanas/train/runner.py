@@ -184,6 +184,7 @@ class Runner:
     self.model = network(num_classes=train_spec.num_ways)
     self.model.build((None,) + splits["train"].image_shape)
     self.learner = learner(self.model, seed=seed)
+    self._check_run_length()
     test_spec = self.learner.episode_spec(test_spec, training=False)
     # Every spec is checked against its split here, before any training.
     self.streams = self._stream_samplers(streams, splits["train"], train_spec)
@@ -220,6 +221,23 @@ class Runner:
                          if self.select_on_val else None)
     self._writers, self._lock = {}, None
     self.results_path = None  # the results file of the last meta-test (or the stored one)
+
+  def _check_run_length(self):
+    """Refuses a run shorter than a setting counted in meta-iterations (a schedule, the
+    warm-up, ...): shortening a run with Runner.num_iterations alone would leave them on
+    the configured length. The method configs derive them from the ITERATIONS macro."""
+    longer = {name: count for name, count in self.learner.step_counts().items()
+              if count > self.num_iterations}
+    if not self.num_iterations or not longer:
+      return
+    listed = ", ".join(f"{name} = {count}" for name, count in longer.items())
+    raise checks.ConfigValueError(
+        f"Runner.num_iterations = {self.num_iterations}, but {listed} count more "
+        f"meta-iterations than the run, which would stop part-way through them. Set the "
+        f"run's length with ITERATIONS = {self.num_iterations} (the method configs derive "
+        f"Runner.num_iterations and their schedules from it; METANAS also WARMUP, MAML++ and "
+        f"T-NAS++ FIRST_ORDER_ITERATIONS and MULTI_STEP_ITERATIONS, CAML "
+        f"CONSOLIDATION_START), or bind these to at most {self.num_iterations}")
 
   def writer(self, name):
     """The summary writer of model_dir/`name` ("train", "eval"), opened on first use
