@@ -49,6 +49,21 @@ def test_flags_the_readme_gives_tools_train_exist():
     assert f"--{flag}:" in help_text or f"--[no]{flag}:" in help_text, flag
 
 
+@pytest.mark.parametrize("binary, flags", [
+    ("train", {"gin_file", "model_dir", "strategy", "cpu_devices", "deterministic", "dataset"}),
+    ("evaluate", {"model_dir", "gin_param", "decoded", "strategy", "devices"}),
+    ("search", {"gin_file", "search_dir", "executor", "workers", "scheduler"})])
+def test_help_answers_without_loading_tensorflow(binary, flags):
+  """Issue 19.4: --help is complete and fast: TensorFlow loads after flag parsing."""
+  shown = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "tools" / f"{binary}.py"),
+                          "--help"], capture_output=True, text=True, timeout=60, check=False)
+  imported = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines()
+              if line.startswith("import time:")}
+  assert "absl.flags" in imported and "tensorflow" not in imported
+  for flag in flags:
+    assert f"--{flag}:" in shown.stdout or f"--[no]{flag}:" in shown.stdout, flag
+
+
 # What the README's Python blocks do at full size, made tiny: each must still be in the text.
 _TINY = {"dataset(32, num_batches=300)": "dataset(2, num_batches=1)",
          "SearchNetwork(num_classes=20)": "SearchNetwork(num_classes=20, channels=4)"}

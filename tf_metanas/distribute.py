@@ -17,7 +17,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+from tf_metanas.choices import STRATEGIES
 
 
 class ReplicaError(ValueError):

@@ -15,6 +15,7 @@ of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
       --gin_param='FromScratch.iterations = 500' --gin_param='Runner.test_tasks = 100'
   python tools/evaluate.py --model_dir=runs/caml_glyphs --decoded=from_kept_weights
 """
+# TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
 from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
 
@@ -25,10 +26,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from tf_metanas import configurables
 from tf_metanas.train import cli
-from tf_metanas.train import from_scratch
-from tf_metanas.train import runner as runner_lib
 
 flags.adopt_module_key_flags(cli)  # --help lists the distribution flags too
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run's config.")
@@ -60,6 +58,10 @@ def _results_name(model_dir, protocol):
 
 
 def main(argv):
+  # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
+  from tf_metanas import configurables
+  from tf_metanas.train import from_scratch
+  from tf_metanas.train import runner as runner_lib
   del argv
   config = pathlib.Path(_MODEL_DIR.value) / "operative_config.gin"
   if not config.exists():

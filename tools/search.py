@@ -10,6 +10,7 @@ meta-validation scoring bound (search_dir/candidates/<key>/); the search's table
 and TensorBoard views go to search_dir (see tf_metanas.methods.autometa). A killed search
 resumes where it stopped when run again with the same flags.
 """
+# TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
 from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
 
@@ -19,9 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from tf_metanas import configurables
 from tf_metanas import jobs
-from tf_metanas.methods import autometa
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order; every "
                                        "candidate runs with the same files.")
@@ -55,6 +54,9 @@ def _executor(threads_per_job):
 
 
 def main(argv):
+  # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
+  from tf_metanas import configurables
+  from tf_metanas.methods import autometa
   del argv
   try:
     configurables.parse(_GIN_FILES.value, _GIN_PARAMS.value)

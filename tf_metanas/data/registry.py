@@ -7,6 +7,7 @@ import pathlib
 
 from absl import logging
 
+from tf_metanas.choices import DATASETS
 from tf_metanas.data import cache
 from tf_metanas.data import errors
 from tf_metanas.data import fc100
@@ -16,7 +17,6 @@ from tf_metanas.data import mini_imagenet
 from tf_metanas.data import omniglot
 from tf_metanas.data import store as store_lib
 
-DATASETS = ("glyphs", "omniglot", "mini_imagenet", "fc100")
 IMAGE_SHAPES = {"glyphs": (28, 28, 1), "omniglot": (28, 28, 1), "mini_imagenet": (84, 84, 3),
                 "fc100": (32, 32, 3)}  # (H, W, C) of each dataset's images
 SOURCES = ("auto", "files", "tfds")

@@ -11,10 +11,10 @@ and whether reruns must be bit-identical.
 from absl import app
 from absl import flags
 
+from tf_metanas import choices
 from tf_metanas import determinism
-from tf_metanas import distribute
 
-_STRATEGY = flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES,
+_STRATEGY = flags.DEFINE_enum("strategy", "default", choices.STRATEGIES,
                               "tf.distribute strategy: the meta-batch's tasks are split over "
                               "its replicas.")
 _DEVICES = flags.DEFINE_list("devices", None, "Devices of one_device / mirrored (default: "
@@ -83,6 +83,7 @@ def strategy_from_flags():
   Raises:
     app.UsageError: flags that do not go together, or devices this process does not have.
   """
+  from tf_metanas import distribute  # pylint: disable=g-import-not-at-top  (TensorFlow)
   try:
     check_flags(_STRATEGY.value, _DEVICES.value, _WORKER_HOSTS.value, _given(_TASK_INDEX))
     if _DETERMINISTIC.value:

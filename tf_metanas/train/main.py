@@ -12,25 +12,23 @@ A run that cannot go on safely (diverged, its model_dir held by another process,
 with another configuration, no readable checkpoint, a bad value) logs why and what would
 work, and exits 1.
 """
+# TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import gin
 
-from tf_metanas import configurables
+from tf_metanas import choices
 from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
-from tf_metanas.data import registry
 from tf_metanas.train import cli
-from tf_metanas.train import runner as runner_lib
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Gin bindings, after the files.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go.", required=True)
 _DATASET = flags.DEFINE_enum(
-    "dataset", None, registry.DATASETS, "Train on this dataset instead: its "
+    "dataset", None, choices.DATASETS, "Train on this dataset instead: its "
     "gin_configs/datasets/<name>.gin after the --gin_file files (it binds every "
     "dataset-specific setting).")
 
@@ -47,6 +45,10 @@ _RETEST = flags.DEFINE_bool(
 
 
 def main(argv):
+  # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
+  import gin
+  from tf_metanas import configurables
+  from tf_metanas.train import runner as runner_lib
   del argv
   try:
     configurables.parse(configurables.with_dataset(_GIN_FILES.value, _DATASET.value),
