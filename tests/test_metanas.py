@@ -281,15 +281,26 @@ def test_warmup_keeps_the_architecture_still_then_releases_it(algorithm):
                      if algorithm == "fomaml" else None)
   batch, before = _batch(learner), _arch(learner.model)
   weights = learner.model.weight_variables[0].numpy().copy()
+  # the summarized state: in warm-up, the near-uniform initial architecture (alpha ~ 1e-3)
+  start = learner.training_scalars()
+  assert start["warmup"] == 1.0
+  assert start["architecture_entropy"] == pytest.approx(
+      np.mean([np.log(a.shape[-1]) for a in _categorical_rows(learner.model)]), abs=1e-4)
   for _ in range(2):
     assert learner.in_warmup()
     learner.train_step(batch)
   for a, b in zip(_arch(learner.model), before):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(learner.model.weight_variables[0].numpy(), weights)
-  assert not learner.in_warmup()
+  assert not learner.in_warmup() and learner.training_scalars()["warmup"] == 0.0
+  assert learner.training_scalars()["architecture_entropy"] == start["architecture_entropy"]
   learner.train_step(batch)
   assert all(not np.array_equal(a, b) for a, b in zip(_arch(learner.model), before))
+
+
+def _categorical_rows(model):
+  """Every categorical of the architecture as one row (its number of choices = its length)."""
+  return [row for c in model.categoricals() for row in np.reshape(c, (-1, c.shape[-1]))]
 
 
 @pytest.mark.parametrize("rates, expected", [

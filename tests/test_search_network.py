@@ -87,6 +87,16 @@ def test_edge_weights_fold_eq7_exactly():
   np.testing.assert_allclose(out, np.concatenate(states[2:], axis=-1), rtol=1e-4, atol=1e-5)
 
 
+def test_mean_entropy_of_categoricals_by_hand():
+  uniform4 = np.zeros((2, 4), np.float32)                    # 2 rows of log 4
+  decided = np.array([[0.0, -1e9, -1e9]], np.float32)        # 1 row of 0 (removed logits)
+  coin = np.array([0.0, np.log(3.0)], np.float32)            # p = (1/4, 3/4)
+  h_coin = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+  expected = (2 * np.log(4) + 0 + h_coin) / 4
+  assert float(mixture_lib.mean_entropy([uniform4, decided, coin])) == pytest.approx(expected,
+                                                                                   rel=1e-6)
+
+
 def test_temperature_sharpens_op_weights():
   alpha = np.array([[0.3, 0.1, -0.2]], np.float32)
   soft = np.asarray(mixture_lib.op_weights(alpha, 1.0))

@@ -27,6 +27,15 @@ def prune(weights, threshold):
   return K.where(weights > threshold, weights, K.zeros_like(weights))
 
 
+def mean_entropy(categoricals):
+  """The mean, over every categorical (each row of each logits tensor's last axis), of its
+  entropy H = -sum_i p_i log p_i with p = softmax(logits), in nats: log K for a uniform
+  choice among K, 0 for a decided one (removed logits count as probability 0)."""
+  rows = [K.reshape(-K.sum(K.softmax(c, axis=-1) * K.log_softmax(c, axis=-1), axis=-1), [-1])
+          for c in categoricals]
+  return K.mean(K.concatenate(rows))
+
+
 def combination_weights(beta, num_nodes, k, tau=1.0):
   """Eq. 7: per node, softmax(beta / tau) over that node's k-input combinations."""
   parts = [K.softmax(beta[start:stop] / tau) if stop - start > 1 else K.ones_like(beta[start:stop])

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metanas import distribute
+from tf_metanas.arch import mixture as mixture_lib
 from tf_metanas.data import episodes as episodes_lib
 from tf_metanas.meta import context as context_lib
 from tf_metanas.meta import engine as engine_lib
@@ -409,6 +410,23 @@ class MetaLearner:
     """Keyword arguments of the model's call in the default forwards, read at trace time
     (e.g. a structure's op masks; none here)."""
     return {}
+
+  def training_scalars(self):
+    """The learner's state the Runner summarizes beside the Train/ metrics at every log:
+    each group's meta learning rate for the next meta-iteration (Reptile: its step size),
+    whether it warms up (1, then 0 from the meta-iteration the warm-up ends), the model's
+    weight count, and for a search network the mean entropy of its architecture's
+    categoricals (`mixture.mean_entropy`: how undecided the meta-architecture is)."""
+    scalars = {f"meta_learning_rate/{group}":
+               float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # any strategy
+               for group, optimizer in self.meta_optimizers.items()}
+    if self.warmup_iterations:
+      scalars["warmup"] = float(self.in_warmup())
+    scalars["parameters"] = float(sum(np.prod(v.shape) for v in self.model.weight_variables))
+    if hasattr(self.model, "categoricals"):
+      scalars["architecture_entropy"] = float(mixture_lib.mean_entropy(
+          [keras.ops.convert_to_tensor(c) for c in self.model.categoricals()]))
+    return scalars
 
   def step_counts(self):
     """Its settings counted in meta-iterations, which a run should reach: description ->

@@ -280,6 +280,10 @@ class Base(tnas.Tnas):
     """tau at the current meta-iteration."""
     return tf.cast(_temperature_value(self.tau, self.step), dtype)
 
+  def training_scalars(self):
+    """The MetaLearner's, and the temperature tau of the next meta-iteration."""
+    return {**super().training_scalars(), "tau": float(self.temperature())}
+
   def step_counts(self):
     """The MetaLearner's, and tau's annealing schedule."""
     counts = super().step_counts()

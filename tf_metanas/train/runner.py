@@ -443,14 +443,11 @@ class Runner:
 
   def _log_training(self, step, means, rate):
     """Train/ summaries of the metrics' means over the meta-iterations since the last log
-    (every task of them, not one meta-batch), each group's meta learning rate (Reptile: its
-    step size) for the next meta-iteration, the compiled steps' rate and a progress line."""
+    (every task of them, not one meta-batch), the learner's `training_scalars` (meta
+    learning rates, warm-up, entropy, ...), the compiled steps' rate and a progress line."""
     with self.writer("train").as_default():
-      for key, value in means.items():
+      for key, value in {**means, **self.learner.training_scalars()}.items():
         tf.summary.scalar(f"Train/{key}", value, step=step)
-      for group, optimizer in self.learner.meta_optimizers.items():  # the next step's
-        rate_now = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # any strategy
-        tf.summary.scalar(f"Train/meta_learning_rate/{group}", rate_now, step=step)
       if rate:
         tf.summary.scalar("Train/iterations_per_second", rate, step=step)
     if step == self.num_iterations:  # not "ETA 0 s": the meta-test is still ahead
