@@ -415,6 +415,10 @@ def test_from_scratch_retrains_each_distinct_genotype_once(tiny_tnas_run):
     assert entry["protocol"]["phases"] == [{"steps": 2, "groups": ["weights"]}]
   saved = json.loads((runner.model_dir / "from_scratch.json").read_text())
   assert saved["accuracy"] == summary["accuracy"] and saved["budget"]["iterations"] == 2
+  assert summary["results_path"] == str(runner.model_dir / "from_scratch.json")
+  again = from_scratch.evaluate(runner, results, settings)  # written beside, never over
+  assert again["results_path"] == str(runner.model_dir / "from_scratch.2.json")
+  assert json.loads((runner.model_dir / "from_scratch.json").read_text()) == saved
 
 
 def test_from_scratch_scales_the_network_and_can_retrain_second_order(tiny_tnas_run):

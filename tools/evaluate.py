@@ -7,7 +7,8 @@ T-NAS, Auto-MAML and CAML runs: `--decoded=from_scratch` also retrains each dist
 decoded genotype of the meta-test (CAML: the derived network) with first-order MAML (T-NAS
 Sec. 5.2.2, CAML Sec. 4.2; BASE: second order, `FromScratch.algorithm = "maml"`; budget by
 FromScratch.* bindings, CAML's from its config) and
-meta-tests it on the tasks that decoded to it (model_dir/from_scratch.json);
+meta-tests it on the tasks that decoded to it (model_dir/from_scratch.json, or
+from_scratch.<k>.json beside an earlier one);
 `--decoded=from_kept_weights` starts that retraining from the search network's meta-weights
 of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
 
@@ -42,19 +43,12 @@ _DECODED = flags.DEFINE_enum(
     "from scratch or from the kept meta-weights (FromScratch.* bindings set the budget).")
 
 
-def _results_name(model_dir, protocol):
-  """--results_name (refused if it exists), else <protocol>.json, else <protocol>.<k>.json
-  with the first free k >= 2."""
-  if _RESULTS.value:
-    if (model_dir / _RESULTS.value).exists():
-      raise app.UsageError(f"--results_name={_RESULTS.value}: {model_dir / _RESULTS.value} "
-                           f"exists and is never overwritten; give another name")
-    return _RESULTS.value
-  k, name = 1, f"{protocol}.json"
-  while (model_dir / name).exists():
-    k += 1
-    name = f"{protocol}.{k}.json"
-  return name
+def _given_results_name(model_dir):
+  """--results_name, refused if its file exists; None without the flag."""
+  if _RESULTS.value and (model_dir / _RESULTS.value).exists():
+    raise app.UsageError(f"--results_name={_RESULTS.value}: {model_dir / _RESULTS.value} "
+                         f"exists and is never overwritten; give another name")
+  return _RESULTS.value
 
 
 def main(argv):
@@ -78,7 +72,9 @@ def main(argv):
       raise app.UsageError(f"no checkpoint in {_MODEL_DIR.value}")
     spec = runner.samplers[runner.test_split].spec
     protocol = f"eval_{spec.num_ways}w{spec.num_shots}s"
-    results = runner.test(_results_name(runner.model_dir, protocol), summaries=protocol)
+    name = _given_results_name(runner.model_dir) or runner_lib.free_name(
+        runner.model_dir, protocol + ".{}.json", first=f"{protocol}.json")  # never over one
+    results = runner.test(name, summaries=protocol)
     for line in runner.summary_lines(results):
       logging.info("%s", line)
     logging.info("results: %s; TensorBoard: %s (tensorboard --logdir %s)", runner.results_path,
@@ -88,6 +84,7 @@ def main(argv):
       with strategy.scope():
         summary = from_scratch.evaluate(runner, results, settings, _DECODED.value)
       logging.info("%s", from_scratch.summary_line(summary))
+      logging.info("results: %s", summary["results_path"])
   except runner_lib.RUN_ERRORS as e:
     logging.error("%s", e)
     sys.exit(1)

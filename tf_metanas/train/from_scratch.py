@@ -188,8 +188,9 @@ def predict_decoded(runner, results, settings, init="from_scratch"):
 
 
 def evaluate(runner, results, settings=None, init="from_scratch"):
-  """`predict_decoded`, then (only then) the queries' labels: writes and returns
-  model_dir/<init>.json."""
+  """`predict_decoded`, then (only then) the queries' labels: writes model_dir/<init>.json
+  (or <init>.<k>.json beside an earlier one: never over it) and returns it, its path
+  under "results_path"."""
   settings = settings or FromScratch()
   logits, per_genotype = predict_decoded(runner, results, settings, init)
   sampler = runner.samplers["test"]
@@ -207,9 +208,11 @@ def evaluate(runner, results, settings=None, init="from_scratch"):
                                    for _ in g["tasks"]])),
       "budget": dataclasses.asdict(settings), "protocol": protocol,
       "task_accuracies": accuracies, "genotypes": per_genotype}
+  path = runner.model_dir / runner_lib.free_name(runner.model_dir, init + ".{}.json",
+                                                 first=f"{init}.json")
   if runner.chief:
-    (runner.model_dir / f"{init}.json").write_text(json.dumps(summary, indent=2))
-  return summary
+    path.write_text(json.dumps(summary, indent=2))
+  return dict(summary, results_path=str(path))
 
 
 def summary_line(summary):

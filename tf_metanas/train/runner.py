@@ -66,9 +66,12 @@ RUN_ERRORS = (divergence.DivergedError, lock.ModelDirLockedError, ConfigMismatch
               checks.ConfigValueError, errors.DataError)
 
 
-def free_name(directory, pattern):
-  """`pattern` with the first k = 1, 2, ... whose file is not in `directory`."""
-  k = 1
+def free_name(directory, pattern, first=None):
+  """The first of these names whose file is not in `directory`: `first` (if given), then
+  `pattern` with k = 1, 2, ... (k = 2, 3, ... after a `first`)."""
+  if first and not (directory / first).exists():
+    return first
+  k = 2 if first else 1
   while (directory / pattern.format(k)).exists():
     k += 1
   return pattern.format(k)
