@@ -117,3 +117,31 @@ def test_the_binaries_drop_the_checkpoint_sharding_noise_and_keep_the_rest():
                           timeout=60, check=False)
   assert "Sharding callback" not in result.stderr
   assert "meta-iteration 1 compiled" in result.stderr and "a real warning" in result.stderr
+
+
+def test_tensorflow_startup_drops_its_native_noise_only_and_keeps_the_order():
+  """Issue 19.3: the lines TensorFlow's C++ side prints before its logging starts, dropped
+  while the binaries load it; what else reaches stderr in that window passes, in order."""
+  noise = ["WARNING: All log messages before absl::InitializeLog() is called are written to "
+           "STDERR", "I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine",
+           "E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
+           "I0000 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use ...",
+           "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+           "TensorFlow with the appropriate compiler flags."]
+  onednn = "I0000 port.cc:153] oneDNN custom operations are on. You may see ..."
+  code = ("import os, sys\nfrom tf_metanas import quiet\n"
+          "os.write(2, b'before\\n')\n"
+          "with quiet.tensorflow_startup():\n"
+          f"  os.write(2, {(chr(10).join([noise[0], onednn, noise[1], 'E0000 a real error']) + chr(10)).encode()!r})\n"
+          f"  os.write(2, {(chr(10).join(noise[2:] + [onednn, 'partial ']) ).encode()!r})\n"
+          "  print('python line', file=sys.stderr)\n"
+          "os.write(2, b'after: ' + " + repr(noise[2].encode()) + " + b'\\n')\n"
+          "quiet.load_tensorflow()\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  lines = result.stderr.splitlines()
+  assert lines[:5] == ["before", onednn, "E0000 a real error", "partial python line",
+                       f"after: {noise[2]}"]  # outside the window nothing is dropped
+  # the real TensorFlow: its startup noise is gone (a CPU-only machine prints every one)
+  assert not any(n.split("] ")[-1][:30] in line for n in noise for line in lines[5:])

@@ -18,7 +18,7 @@ of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
 """
 # TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
-from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+from tf_metanas import quiet
 
 import pathlib
 import sys
@@ -53,6 +53,7 @@ def _given_results_name(model_dir):
 
 def main(argv):
   # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
+  quiet.load_tensorflow()
   from tf_metanas import configurables
   from tf_metanas.train import from_scratch
   from tf_metanas.train import runner as runner_lib

@@ -12,7 +12,7 @@ resumes where it stopped when run again with the same flags.
 """
 # TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
-from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+from tf_metanas import quiet
 
 import sys
 
@@ -55,6 +55,7 @@ def _executor(threads_per_job):
 
 def main(argv):
   # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
+  quiet.load_tensorflow()
   from tf_metanas import configurables
   from tf_metanas.methods import autometa
   del argv

@@ -21,7 +21,7 @@ from absl import flags
 from absl import logging
 
 from tf_metanas import choices
-from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+from tf_metanas import quiet
 from tf_metanas.train import cli
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
@@ -46,6 +46,7 @@ _RETEST = flags.DEFINE_bool(
 
 def main(argv):
   # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
+  quiet.load_tensorflow()
   import gin
   from tf_metanas import configurables
   from tf_metanas.train import runner as runner_lib
