@@ -92,9 +92,10 @@ def test_mean_entropy_of_categoricals_by_hand():
   decided = np.array([[0.0, -1e9, -1e9]], np.float32)        # 1 row of 0 (removed logits)
   coin = np.array([0.0, np.log(3.0)], np.float32)            # p = (1/4, 3/4)
   h_coin = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+  single = np.zeros((1,), np.float32)                        # no choice: left out
   expected = (2 * np.log(4) + 0 + h_coin) / 4
-  assert float(mixture_lib.mean_entropy([uniform4, decided, coin])) == pytest.approx(expected,
-                                                                                   rel=1e-6)
+  assert float(mixture_lib.mean_entropy([uniform4, decided, single, coin])) == pytest.approx(
+      expected, rel=1e-6)
 
 
 def test_temperature_sharpens_op_weights():

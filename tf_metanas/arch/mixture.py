@@ -30,9 +30,10 @@ def prune(weights, threshold):
 def mean_entropy(categoricals):
   """The mean, over every categorical (each row of each logits tensor's last axis), of its
   entropy H = -sum_i p_i log p_i with p = softmax(logits), in nats: log K for a uniform
-  choice among K, 0 for a decided one (removed logits count as probability 0)."""
+  choice among K, 0 for a decided one (removed logits count as probability 0). Categoricals
+  of one choice (a node with a single input combination) decide nothing and are left out."""
   rows = [K.reshape(-K.sum(K.softmax(c, axis=-1) * K.log_softmax(c, axis=-1), axis=-1), [-1])
-          for c in categoricals]
+          for c in categoricals if c.shape[-1] > 1]
   return K.mean(K.concatenate(rows))
 
 
