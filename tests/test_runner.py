@@ -24,6 +24,7 @@ from tf_metanas import search
 from tf_metanas.data import registry
 from tf_metanas.data import synthetic
 from tf_metanas.meta import inner_loop
+from tf_metanas.train import pace as pace_lib
 from tf_metanas.train import runner as runner_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -200,21 +201,37 @@ def _scalars(directory, tag):
 def test_training_summaries_are_means_over_every_meta_iteration_since_the_last_log(tmp_path,
                                                                                    caplog):
   caplog.set_level("INFO")
-  for log_every in (1, 2):
+  for log_every in (1, 2):  # second order from meta-iteration 3: a new graph traced there
     gin.clear_config()
     _tiny_runner(tmp_path / str(log_every), params=[
         "Runner.num_iterations = 4", f"Runner.log_every = {log_every}",
-        "Runner.eval_every = 0"]).train()
+        "Runner.eval_every = 0", "MetaLearner.first_order_iterations = 2"]).train()
   for tag in ("Train/query_accuracy", "Train/query_loss"):
     each, means = _scalars(tmp_path / "1" / "train", tag), _scalars(tmp_path / "2" / "train", tag)
     assert sorted(means) == [2, 4]
     for step in (2, 4):
       assert means[step] == pytest.approx((each[step - 1] + each[step]) / 2, rel=1e-5)
   rates = _scalars(tmp_path / "2" / "train", "Train/iterations_per_second")
-  assert sorted(rates) == [2, 4]  # compiled steps only: the first one traced
+  assert sorted(rates) == [2, 4]  # compiled steps only: 1 and 3 traced, 2 and 4 counted
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("meta-iter")]
-  assert "compiled and ran" in lines[0] and "it/s  ETA of meta-training" in lines[-2]
+  lines = lines[max(i for i, line in enumerate(lines) if line.startswith("meta-iteration 1 ")):]
+  assert lines[0].startswith("meta-iteration 1 compiled and ran in")
+  assert "it/s  ETA of meta-training" in lines[1]
+  assert lines[2].startswith("meta-iteration 3 compiled a new graph (the warm-up ended, or the "
+                             "regime or structure changed) and ran in")
   assert lines[-1].endswith("meta-training done; the meta-test of 4 tasks follows")
+
+
+def test_the_pace_counts_compiled_meta_iterations_and_adds_the_validations_left():
+  pace = pace_lib.Pace()
+  assert pace.rate() is None and pace.eta(10, 0) is None
+  for seconds, traced in ((25.0, True), (0.5, False), (1.5, False), (20.0, True), (1.0, False)):
+    pace.record(seconds, traced)
+  assert pace.rate() == pytest.approx(3 / 3.0)  # 3 compiled meta-iterations in 3 s
+  pace.validation_seconds = 7.0
+  assert pace.eta(10, 2) == pytest.approx(10 / 1.0 + 2 * 7.0)
+  pace.reset()
+  assert pace.rate() is None
 
 
 def test_the_meta_test_reports_progress_every_30_seconds_with_accuracy_and_eta(

@@ -49,6 +49,7 @@ from tf_metanas.train import config_diff
 from tf_metanas.train import divergence
 from tf_metanas.train import events
 from tf_metanas.train import lock
+from tf_metanas.train import pace as pace_lib
 
 
 # Progress lines of an evaluation come at least this often (seconds of `clock`).
@@ -419,49 +420,58 @@ class Runner:
                                        num_batches=self.num_iterations - start))
             for name, sampler in self.streams.items()}
     logging.info("compiling the meta-iteration (traced once, then run compiled) ...")
-    tick, tick_step, sums, count = None, start, {}, 0
+    pace, sums, count = pace_lib.Pace(), {}, 0
     for step in range(start + 1, self.num_iterations + 1):
-      began = time.perf_counter()
+      traces, began = sum(self.learner.trace_counts().values()), clock()
       with self.writer("train").as_default():  # what the learner's hooks write
         metrics = self.learner.train_step({name: next(it) for name, it in data.items()})
       divergence.check_metrics(step, metrics)
       divergence.check_parameters(step, self.learner.meta_groups)
-      self.train_seconds.assign_add(time.perf_counter() - began)
-      if tick is None:  # the rate and the ETA count compiled steps only
-        logging.info("meta-iteration %d compiled and ran in %.1f s", step,
-                     time.perf_counter() - began)
-        tick, tick_step = time.perf_counter(), step
+      seconds = clock() - began
+      self.train_seconds.assign_add(seconds)
+      traced = sum(self.learner.trace_counts().values()) > traces
+      if traced:
+        logging.info("meta-iteration %d %s in %.1f s", step, "compiled and ran"
+                     if step == start + 1 else "compiled a new graph (the warm-up ended, or "
+                     "the regime or structure changed) and ran", seconds)
+      pace.record(seconds, traced)
       sums = {k: sums.get(k, 0.0) + float(v) for k, v in metrics.items()}
       count += 1
       if step % self.log_every == 0 or step == self.num_iterations:
-        self._log_training(step, {k: v / count for k, v in sums.items()},
-                           (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
-                           if step > tick_step else None)
-        tick, tick_step, sums, count = time.perf_counter(), step, {}, 0
+        self._log_training(step, {k: v / count for k, v in sums.items()}, pace)
+        pace.reset()
+        sums, count = {}, 0
       last_selection = self.select_on_val and step == self.num_iterations
       if self.eval_every and (step % self.eval_every == 0 or last_selection):
+        began = clock()
         self._select(self._log_eval("val", self.eval_tasks, step)["accuracy"], step)
+        pace.validation_seconds = clock() - began
       if step % self.checkpoint_every == 0 or step == self.num_iterations:
         self.save(step)
 
-  def _log_training(self, step, means, rate):
+  def _log_training(self, step, means, pace):
     """Train/ summaries of the metrics' means over the meta-iterations since the last log
     (every task of them, not one meta-batch), the learner's `training_scalars` (meta
-    learning rates, warm-up, entropy, ...), the compiled steps' rate and a progress line."""
+    learning rates, warm-up, entropy, ...), the compiled steps' rate (`pace`) and a
+    progress line with the ETA of meta-training."""
+    rate = pace.rate()
     with self.writer("train").as_default():
       for key, value in {**means, **self.learner.training_scalars()}.items():
         tf.summary.scalar(f"Train/{key}", value, step=step)
       if rate:
         tf.summary.scalar("Train/iterations_per_second", rate, step=step)
     if step == self.num_iterations:  # not "ETA 0 s": the meta-test is still ahead
-      pace = f"meta-training done; the meta-{self.test_split} of {self.test_tasks} tasks follows"
+      line = f"meta-training done; the meta-{self.test_split} of {self.test_tasks} tasks follows"
     elif rate:
-      pace = f"{rate:.2f} it/s  ETA of meta-training {(self.num_iterations - step) / rate:.0f} s"
+      validations = (self.num_iterations // self.eval_every - step // self.eval_every
+                     if self.eval_every else 0)
+      eta = pace.eta(self.num_iterations - step, validations)
+      line = f"{rate:.2f} it/s  ETA of meta-training {eta:.0f} s"
     else:
-      pace = "rate after the next log"
+      line = "rate after the next log"
     logging.info("meta-iteration %d/%d  query acc %.3f  loss %.3f (means since the last "
                  "log)  %s", step, self.num_iterations, means["query_accuracy"],
-                 means["query_loss"], pace)
+                 means["query_loss"], line)
 
   def _select(self, accuracy, step):
     """With select_on_val: keeps the checkpoint of the best meta-validation accuracy so far
