@@ -103,6 +103,24 @@ def test_picture_is_written(tmp_path):
   assert image.width > 300 and image.height > 300
 
 
+def test_a_cell_with_many_ops_per_edge_is_drawn_one_arrow_per_edge_with_its_ops_listed():
+  ops = ("max_pool_3x3", "skip_connect", "conv_3x3")
+  dense = Genotype(normal=(tuple((op, i) for op in ops for i in (0, 1)),
+                           (("conv_3x3", 0), ("conv_3x3", 2))),
+                   reduce=((("skip_connect", 0), ("conv_3x3", 1)), (("conv_3x3", 2),)))
+  fig = visualize.plot_genotype(dense)
+  normal, reduce = fig.axes
+  arrows = lambda ax: [t for t in ax.texts if getattr(t, "arrow_patch", None)]  # annotations
+  # normal: 3 ops on each input of node 0 -> 4 edges, each one arrow, plus 2 to c_{k}
+  assert len(arrows(normal)) == 4 + 2
+  listing = [t.get_text() for t in normal.texts if "->" in t.get_text()][0]
+  assert "c_{k-2} -> 0: mp3 id c3" in listing and "0 -> 1: c3" in listing
+  assert sorted(t.get_text() for t in normal.texts if t.get_text() in ("1", "3")) == [
+      "1", "1", "1", "3", "3"]  # counts on the edges (and node 1's label)
+  # reduce: at most one op per edge: one coloured arrow per op, as before
+  assert len(arrows(reduce)) == 3 + 2 and not any("->" in t.get_text() for t in reduce.texts)
+
+
 def test_autometa_and_reptile_networks():
   assert AUTOMETA_GENOTYPE.num_nodes == 5
   net = autometa_network(5)

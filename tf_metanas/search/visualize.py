@@ -33,35 +33,77 @@ def _op_color(op):
   return plt.get_cmap("tab20")(index % 20)
 
 
-def draw_cell(ax, nodes, title):
-  """Draws one cell (a Genotype's `normal` or `reduce`) on a matplotlib axis: one arrow per
-  (op, input) pair, curved apart where an input feeds a node through several ops, colored
-  by op, with a legend of the ops (short names: `Genotype.compact`)."""
-  pos = _positions(len(nodes))
-  labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
-  used = []
+# Edges keeping more ops than this are drawn as one arrow labelled with their count, the ops
+# listed beside the cell: more curved arrows between two nodes would not be readable.
+MAX_ARROWS_PER_EDGE = 2
+
+
+def _edges(nodes):
+  """[(input, node index, [ops])] of a cell, in node order."""
+  out = []
   for j, node in enumerate(nodes):
     by_input = {}
     for op, i in node:
       by_input.setdefault(i, []).append(op)
-    for i, ops in by_input.items():
-      for k, op in enumerate(ops):
-        rad = 0.0 if len(ops) == 1 else 0.45 * (k - (len(ops) - 1) / 2)
-        ax.annotate("", xy=pos[j + 2], xytext=pos[i],
-                    arrowprops=dict(arrowstyle="-|>", color=_op_color(op), lw=2.0,
-                                    shrinkA=14, shrinkB=14, connectionstyle=f"arc3,rad={rad}"))
-        used.append(op)
+    out += [(i, j, ops) for i, ops in by_input.items()]
+  return out
+
+
+def _short(op):
+  return genotype_lib.SHORT_NAMES.get(op, op)
+
+
+def _draw_arrows(ax, pos, edges):
+  """One arrow per (op, input) pair, curved apart on an edge with several, colored by op, and
+  their legend; returns nothing."""
+  for i, j, ops in edges:
+    for k, op in enumerate(ops):
+      rad = 0.0 if len(ops) == 1 else 0.45 * (k - (len(ops) - 1) / 2)
+      ax.annotate("", xy=pos[j + 2], xytext=pos[i],
+                  arrowprops=dict(arrowstyle="-|>", color=_op_color(op), lw=2.0,
+                                  shrinkA=14, shrinkB=14, connectionstyle=f"arc3,rad={rad}"))
+  used = sorted({op for _, _, ops in edges for op in ops})
+  ax.legend(handles=[patches.Patch(color=_op_color(op), label=f"{_short(op)} = {op}")
+                     for op in used], fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+            frameon=False)
+
+
+def _draw_counted(ax, pos, edges):
+  """One grey arrow per edge labelled with how many ops it keeps, and beside the cell the
+  list of every edge's ops (short names, with a key of them)."""
+  for i, j, ops in edges:
+    ax.annotate("", xy=pos[j + 2], xytext=pos[i],
+                arrowprops=dict(arrowstyle="-|>", color="0.45", lw=1.5, shrinkA=14, shrinkB=14))
+    (x0, y0), (x1, y1) = pos[i], pos[j + 2]
+    ax.text(x0 + 0.6 * (x1 - x0), y0 + 0.6 * (y1 - y0), str(len(ops)), ha="center",
+            va="center", fontsize=8, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="0.6"))
+  lines = [f"{input_name(i)} -> {j}: {' '.join(_short(op) for op in ops)}" for i, j, ops in edges]
+  used = sorted({op for _, _, ops in edges for op in ops})
+  lines += [""] + [f"{_short(op)} = {op}" for op in used]
+  ax.text(1.0, 1.0, "\n".join(lines), transform=ax.transAxes, va="top", ha="left",
+          fontsize=7, family="monospace")
+
+
+def draw_cell(ax, nodes, title):
+  """Draws one cell (a Genotype's `normal` or `reduce`) on a matplotlib axis: one arrow per
+  (op, input) pair, curved apart where an input feeds a node through several ops, colored
+  by op, with a legend of the ops (short names: `Genotype.compact`); a cell with an edge
+  keeping more than MAX_ARROWS_PER_EDGE ops (a task-specific METANAS cell early in
+  training) as one arrow per edge labelled with its number of ops, the ops listed beside."""
+  pos = _positions(len(nodes))
+  labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+  edges = _edges(nodes)
+  if edges and max(len(ops) for _, _, ops in edges) > MAX_ARROWS_PER_EDGE:
+    _draw_counted(ax, pos, edges)
+  elif edges:
+    _draw_arrows(ax, pos, edges)
+  for j in range(len(nodes)):
     ax.annotate("", xy=pos["out"], xytext=pos[j + 2],
                 arrowprops=dict(arrowstyle="->", color="0.75", ls="--", shrinkA=14, shrinkB=14))
   for key, (x, y) in pos.items():
     kind = "input" if key in (0, 1) else "output" if key == "out" else "node"
     ax.text(x, y, labels.get(key, str(key - 2) if key != "out" else ""), ha="center",
             va="center", fontsize=9, bbox=dict(boxstyle="circle", fc=_COLORS[kind], ec="0.3"))
-  handles = [patches.Patch(color=_op_color(op), label=genotype_lib.SHORT_NAMES.get(op, op)
-                           + f" = {op}") for op in sorted(set(used))]
-  if handles:
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              frameon=False)
   ax.set_title(title, fontsize=10)
   ax.set_xlim(-0.6, len(nodes) + 1.6)
   ax.set_ylim(-1.9, 1.9)
