@@ -130,6 +130,13 @@ def test_event_files_hold_train_and_eval_scalars_and_the_config(tmp_path):
   accumulator = event_accumulator.EventAccumulator(str(tmp_path / "train"))
   accumulator.Reload()
   assert [e.step for e in accumulator.Tensors("Train/query_accuracy")] == [1, 2]
+  # the meta-test's result, written at one step (a one-point chart shows no line), as text
+  evals = event_accumulator.EventAccumulator(str(tmp_path / "eval"))
+  evals.Reload()
+  text = tf.make_ndarray(evals.Tensors("Eval/test_results")[0].tensor_proto).item().decode()
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert f"accuracy {100 * results['accuracy']:.2f}% +- {100 * results['ci95']:.2f}%" in text
+  assert f"results: `{tmp_path / 'results.json'}`" in text
 
 
 def test_test_split_val_scores_on_meta_validation_and_never_reads_the_meta_test(

@@ -587,6 +587,10 @@ class Runner:
     self.results_path = self.model_dir / results_name
     if self.chief:
       self.results_path.write_text(json.dumps(results, indent=2))
+    with self.writer(summaries).as_default():  # a result at one step, which a chart hides
+      tf.summary.text(f"Eval/{self.test_split}_results", "\n".join(
+          [f"- {line}" for line in self.summary_lines(results)] +
+          [f"- results: `{self.results_path}`"]), step=step)
     return results
 
   def summary_lines(self, results):
