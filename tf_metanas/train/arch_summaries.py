@@ -42,9 +42,12 @@ def write_architecture(name, model, arch, tau_alpha, tau_beta, step):
 
 
 def write_genotype(name, genotype, step):
-  """A picture of both cells of `genotype` and its JSON as text."""
+  """A picture of both cells of `genotype` and its compact form as text, one line per cell
+  (the JSON a program reads is in results.json)."""
   write_image(f"Architecture/{name}", visualize.plot_genotype(genotype, title=name), step)
-  tf.summary.text(f"Architecture/{name}_json", genotype.to_json(), step=step)
+  normal, reduce = genotype.compact().split("  reduce: ")
+  tf.summary.text(f"Architecture/{name}_compact", f"`{normal}`\n\n`reduce: {reduce}`",
+                  step=step)
 
 
 def genotype_table(entries, num_tasks):
