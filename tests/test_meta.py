@@ -493,6 +493,9 @@ def test_learned_inner_rates_are_used_at_test():
   rates = [rng.uniform(0.05, 0.5, (2,)).astype(np.float32) for _ in learner.inner_lrs["weights"]]
   for variable, value in zip(learner.inner_lrs["weights"], rates):
     variable.assign(value)
+  # the Train/ curve of the learned rates: their mean over steps and tensors
+  assert learner.training_scalars()["inner_learning_rate/weights"] == pytest.approx(
+      np.mean(rates), rel=1e-6)
   task = _task(_batch(num_tasks=1, steps=3))
   adapted = learner.adapt(task["support_images"], task["support_labels"])
   params = [v.value for v in learner.variables["weights"]]
@@ -507,6 +510,7 @@ def test_learned_inner_rates_are_used_at_test():
   for got, want in zip(adapted.params["weights"], params):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
   flat = _learner("maml", steps=2)  # the initial 0.1 everywhere: a different result
+  assert flat.training_scalars()["inner_learning_rate/weights"] == pytest.approx(0.1)
   flat.test_phases = learner.test_phases
   other = flat.adapt(task["support_images"], task["support_labels"])
   assert not np.allclose(other.params["weights"][0], params[0], atol=1e-4)

@@ -414,12 +414,20 @@ class MetaLearner:
   def training_scalars(self):
     """The learner's state the Runner summarizes beside the Train/ metrics at every log:
     each group's meta learning rate for the next meta-iteration (Reptile: its step size),
-    whether it warms up (1, then 0 from the meta-iteration the warm-up ends), the model's
-    weight count, and for a search network the mean entropy of its architecture's
-    categoricals (`mixture.mean_entropy`: how undecided the meta-architecture is)."""
+    each inner group's inner learning rate (MAML++ LSLR: the mean of the learned per-step,
+    per-tensor rates), whether it warms up (1, then 0 from the meta-iteration the warm-up
+    ends), the model's weight count, and for a search network the mean entropy of its
+    architecture's categoricals (`mixture.mean_entropy`: how undecided the
+    meta-architecture is)."""
     scalars = {f"meta_learning_rate/{group}":
                float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # any strategy
                for group, optimizer in self.meta_optimizers.items()}
+    learned = self.inner_lrs
+    for name, group in self.inner_groups.items():
+      scalars[f"inner_learning_rate/{name}"] = (
+          float(np.mean(np.concatenate([keras.ops.convert_to_numpy(v).ravel()
+                                        for v in learned[name]])))
+          if name in learned else float(group.learning_rate))
     if self.warmup_iterations:
       scalars["warmup"] = float(self.in_warmup())
     scalars["parameters"] = float(sum(np.prod(v.shape) for v in self.model.weight_variables))
