@@ -249,12 +249,15 @@ def test_the_meta_test_reports_progress_every_30_seconds_with_accuracy_and_eta(
   caplog.set_level("INFO")
   outputs = runner.evaluate("test", 8)
   lines = [r.getMessage() for r in caplog.records if "tasks adapted" in r.getMessage()]
-  # Readings: 0 at the start, then 20, 40, 60, 80 after batches 1-4. A line comes once 30 s
-  # have passed since the last (or the start), never after the last batch: after batch 2
-  # only (at 60 only 20 s have passed, batch 4 is the last).
-  assert len(lines) == 1 and lines[0].startswith("meta-test: 4 / 8 tasks adapted")
+  # Readings: 0 at the start, then 20, 40, 60, 80 after batches 1-4 (the first traces). A
+  # line comes when the next batch, at the compiled batches' pace, would end 30 s or more
+  # after the last line (or the start), never after the last batch: after batch 1 no (20 s,
+  # no pace yet), after batch 2 (40 s), after batch 3 (20 s + 20 s per batch).
+  assert [line.split(",")[0] for line in lines] == ["meta-test: 4 / 8 tasks adapted",
+                                                     "meta-test: 6 / 8 tasks adapted"]
   so_far = np.mean(outputs["accuracy"][:4])
   assert f"accuracy so far {so_far:.4f}, ETA 40 s" in lines[0]  # 20 s per batch, 2 to go
+  assert lines[1].endswith("ETA 20 s")
 
 
 def test_the_meta_learning_rates_are_summarized_as_the_schedules_give_them(tmp_path):

@@ -389,10 +389,12 @@ class Runner:
           batch, first_task=index * self.test_batch_size, split=split)))
       now = clock()
       compiled = now if compiled is None else compiled  # after the first, traced batch
-      if now - logged >= PROGRESS_SECONDS and index + 1 < batches:
+      per_batch = (now - compiled) / index if index else 0.0  # compiled batches
+      # a line whenever the next batch would end more than PROGRESS_SECONDS after the last
+      if now - logged + per_batch >= PROGRESS_SECONDS and index + 1 < batches:
         logged, done = now, (index + 1) * self.test_batch_size
         accuracy = float(np.mean(np.concatenate([o["accuracy"] for o in outputs])))
-        eta = (f"ETA {(now - compiled) / index * (batches - index - 1):.0f} s" if index
+        eta = (f"ETA {per_batch * (batches - index - 1):.0f} s" if index
                else "ETA after the next batch")
         logging.info("meta-%s: %d / %d tasks adapted, accuracy so far %.4f, %s", split, done,
                      num_tasks, accuracy, eta)
