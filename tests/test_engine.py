@@ -313,15 +313,12 @@ def _train_two(builder, strategy=None):
 
 def test_the_same_task_draws_the_same_noise_on_one_device_two_replicas_and_xla(mirrored):
   single = _train_two(_regularized_metanas)
-  again = _train_two(_regularized_metanas)
   other_seed = _train_two(lambda: _regularized_metanas(seed=1))
-  for a, b in zip(single, again):  # the same up to the CPU kernels' rounding (oneDNN)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  # the draws matter: another seed moves weights by far more than that rounding
+  # the draws matter: another seed moves weights by far more than the CPU kernels' rounding
   assert any(not np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(single, other_seed))
   replicated = _train_two(_regularized_metanas, mirrored)
   compiled = _train_two(lambda: _regularized_metanas(jit_compile=True))
-  for got in (replicated, compiled):
+  for got in (replicated, compiled):  # the same draws, up to that rounding (oneDNN)
     for a, b in zip(got, single):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
