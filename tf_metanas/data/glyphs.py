@@ -195,12 +195,13 @@ def _affine(rng, crop_size):
   return (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
 
 
-def check_version(version, binding="load_splits.glyphs_version"):
-  """`version` if it is one of VERSIONS, else ValueError naming `binding`."""
-  if version not in VERSIONS:
-    raise ValueError(f"{binding} = {version!r}: glyphs has versions "
-                     f"{', '.join(map(str, VERSIONS))} (2, the default: handwritten strokes; "
-                     f"1: the printed characters of earlier results)")
+def check_version(version):
+  """`version` if it is one of VERSIONS, else ValueError naming the setting and the versions."""
+  if isinstance(version, bool) or version not in VERSIONS:
+    raise ValueError(f"load_splits.glyphs_version = {version!r} (--glyphs_version of "
+                     f"tools/prepare_data.py, glyphs_version= of load_dataset): glyphs has "
+                     f"versions {', '.join(map(str, VERSIONS))} (2, the default: handwritten "
+                     f"strokes; 1: the printed characters of earlier results)")
   return version
 
 
