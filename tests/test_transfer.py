@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
 import pytest
 
 from tf_metanas.data import glyphs
@@ -56,6 +58,8 @@ def test_glyphs_and_omniglot_trained_models_are_tested_on_omniglot(omniglot_dir,
     assert 0 < row["ink"]["ink_fraction"] < 1 and 0 < row["ink"]["mean_pixel"] < 255
   assert report["omniglot_ink"] == report["rows"]["omniglot"]["ink"]
   assert report["rows"]["glyphs_v2"]["ink"]["images"] == 18 * 11
+  sheet = np.asarray(Image.open(tmp_path / "runs" / "glyphs_v2_beside_omniglot.png"))
+  assert sheet.shape == (2 * 13 * 30, 2 * (2 * 10 * 28 + 8))  # 6 beside 13 test classes
   lines = transfer.table(report)
   assert lines[0].startswith("| trained on |") and len(lines) == 5
   assert "| glyphs_v2 |" in lines[3] and "Omniglot 5-way 1-shot" in lines[0]

@@ -13,7 +13,9 @@ with one fixed training budget for every row:
     trained on. Models are never selected on these tasks (no meta-validation: the last
     meta-iteration is tested), as tools/evaluate.py meta-tests a trained run on other data;
   * the ink statistics of every source (mean pixel, fraction of pixels below 128, over all
-    of its images) stand beside the accuracies.
+    of its images) stand beside the accuracies, and a contact sheet of each glyphs
+    version's meta-test characters beside Omniglot's (`<out_dir>/<source>_beside_omniglot.png`)
+    shows the resemblance.
 
 Runs are ordinary model dirs (`<out_dir>/<source>_<ways>w`): a rerun resumes or reuses
 them, and a meta-test already written (`omniglot_<ways>w1s.json`) is read, not repeated.
@@ -29,6 +31,7 @@ import gin
 import numpy as np
 
 from tf_metanas import configurables
+from tf_metanas import data as data_lib
 from tf_metanas.data import registry
 from tf_metanas.train import runner as runner_lib
 
@@ -123,11 +126,11 @@ def ink_statistics(splits):
           "images": int(sum(store.images.shape[0] for store in splits.values()))}
 
 
-def _source_ink(source, omniglot_dir):
-  """The ink statistics of a training source's dataset (every split, unrotated)."""
+def _source_splits(source, omniglot_dir):
+  """A training source's dataset, unrotated."""
   dataset, settings = SOURCES[source]
   data_dir = omniglot_dir if dataset == "omniglot" else None
-  return ink_statistics(registry.load_dataset(dataset, data_dir=data_dir, **settings))
+  return registry.load_dataset(dataset, data_dir=data_dir, **settings)
 
 
 def _row(source, ways, out_dir, omniglot_dir, budget, params):
@@ -174,10 +177,16 @@ def measure(out_dir, omniglot_dir, sources=tuple(SOURCES), ways=(20, 5), iterati
   check(sources, ways)
   budget = {"iterations": iterations, "tasks": tasks, "source_tasks": source_tasks,
             "configs": {w: CONFIGS[w] for w in ways}, "params": list(params)}
+  omniglot = _source_splits("omniglot", omniglot_dir)
   report = {"budget": budget, "machine": _machine(), "omniglot_dir": str(omniglot_dir),
-            "omniglot_ink": _source_ink("omniglot", omniglot_dir), "rows": {}}
+            "omniglot_ink": ink_statistics(omniglot), "rows": {}}
   for source in sources:
-    row = {"ink": _source_ink(source, omniglot_dir)}
+    splits = _source_splits(source, omniglot_dir)
+    row = {"ink": ink_statistics(splits)}
+    if source != "omniglot":
+      sheet = pathlib.Path(out_dir) / f"{source}_beside_omniglot.png"
+      logging.info("%s beside Omniglot: %s", source, data_lib.contact_sheet(
+          splits["test"], sheet, beside=omniglot["test"]))
     for w in ways:
       row[f"{w}w"] = _row(source, w, out_dir, omniglot_dir, budget, params)
     report["rows"][source] = row
