@@ -3,7 +3,7 @@ meta-training split does on real Omniglot characters (tf_metanas.train.transfer)
 ink statistics of each dataset; writes a JSON report and logs a table.
 
   python tools/transfer.py --omniglot_dir=~/omniglot --out_dir=runs/transfer \
-      --iterations=2000
+      --iterations=800        # BENCHMARKS.md's table: 3 sources x 20, 5 ways, 600 tasks
   python tools/transfer.py --omniglot_dir=~/omniglot --out_dir=runs/transfer \
       --sources=glyphs_v2 --ways=5 --iterations=200 --tasks=100
 
