@@ -30,6 +30,8 @@ setuptools.setup(
         "numpy>=1.26,<3",
         "Pillow>=10,<14",
         "matplotlib>=3.8,<4",
+        "scikit-image>=0.22,<0.27",  # glyphs v2: skeletons of the font outlines
+        "scipy>=1.11,<2",  # glyphs v2: smooth random fields, warps, pen distances
     ],
     extras_require={
         # NVIDIA GPUs: CUDA and cuDNN wheels matching TensorFlow 2.21.

@@ -1,12 +1,20 @@
-"""The embedded glyph dataset: classes, alphabets, determinism, splits."""
+"""The embedded glyph dataset: classes, alphabets, determinism, splits, both versions."""
 
 import collections
+import hashlib
 
 import numpy as np
 import pytest
 
 from tf_metanas import data
 from tf_metanas.data import glyphs
+
+# sha256 of render_class(seed=0, instances=4) of classes 0, 3, 1000 and the last, version 1,
+# computed from the code before version 2 existed: version 1 must never change.
+V1_SHA256 = "68668457d3b17c1b3ded07f9e3f83bac0a9b1620bb909515d1f9c9f4b47c8936"
+# Real Omniglot through the library's reader (images_background_small1 + small2, 4,840
+# images at 28x28): mean pixel and fraction of pixels below 128.
+OMNIGLOT_MEAN_PIXEL, OMNIGLOT_INK = 233.5, 0.083
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +69,65 @@ def test_instances_vary_and_look_like_omniglot(classes):
 
 
 @pytest.mark.slow
-def test_full_build_is_deterministic_and_split_by_alphabet(tmp_path):
-  first = data.load_dataset("glyphs", cache_dir=tmp_path / "a")
-  second = glyphs.build(seed=0)
-  for split in data.SPLITS:
-    assert first[split].images.tobytes() == second[split].images.tobytes()
-    assert first[split].class_names == second[split].class_names
-  assert sum(first[s].num_classes for s in data.SPLITS) >= 1500
-  groups = [set(first[s].groups) for s in data.SPLITS]
+def test_full_build_is_deterministic_and_split_by_alphabet(tmp_path, classes):
+  built = data.load_dataset("glyphs", cache_dir=tmp_path / "a")  # parallel, one per core
+  for index in (0, 1500, len(classes) - 1):  # each class as render_class draws it alone
+    alphabet, chars = classes[index]
+    store = built[glyphs.split_of(alphabet)]
+    images = store.images[store.class_indices[store.class_names.index(glyphs.class_name(chars))]]
+    assert images.tobytes() == glyphs.render_class(chars, seed=0, index=index).tobytes()
+  assert sum(built[s].num_classes for s in data.SPLITS) == len(classes) >= 1500
+  groups = [set(built[s].groups) for s in data.SPLITS]
   assert not (groups[0] & groups[1]) and not (groups[0] & groups[2]) and not (groups[1] & groups[2])
   assert (tmp_path / "a" / "glyphs" / f"v{glyphs.VERSION}-seed0" / "train.npz").exists()
+
+
+def test_version_1_is_unchanged(classes):
+  digest = hashlib.sha256()
+  for index in (0, 3, 1000, len(classes) - 1):
+    digest.update(glyphs.render_class(classes[index][1], seed=0, index=index, instances=4,
+                                      version=1).tobytes())
+  assert digest.hexdigest() == V1_SHA256
+
+
+def test_version_2_is_the_default_and_differs_from_version_1(classes):
+  assert glyphs.VERSION == 2 and glyphs.VERSIONS == (1, 2)
+  chars = classes[5][1]
+  default = glyphs.render_class(chars, seed=0, index=5, instances=3)
+  assert default.tobytes() == glyphs.render_class(chars, 0, 5, 3, version=2).tobytes()
+  assert default.tobytes() != glyphs.render_class(chars, 0, 5, 3, version=1).tobytes()
+
+
+@pytest.mark.parametrize("version", [0, 3, "2"])
+def test_unknown_version_names_the_binding_and_the_versions(version):
+  with pytest.raises(ValueError, match=r"load_splits.glyphs_version = .*versions 1, 2"):
+    glyphs.render_class(("A",), seed=0, index=0, version=version)
+
+
+def _few_classes(classes, per_split=2):
+  """The first `per_split` classes of each split."""
+  by_split = collections.defaultdict(list)
+  for alphabet, chars in classes:
+    by_split[glyphs.split_of(alphabet)].append((alphabet, chars))
+  return [c for split in data.SPLITS for c in by_split[split][:per_split]]
+
+
+def test_small_parallel_build_is_deterministic_per_seed(classes):
+  few = _few_classes(classes)
+  one = glyphs.build(seed=7, instances=3, workers=1, classes=few)
+  two = glyphs.build(seed=7, instances=3, workers=2, classes=few)
+  other = glyphs.build(seed=8, instances=3, workers=1, classes=few)
+  for split in data.SPLITS:
+    assert one[split].num_classes == 2
+    assert one[split].images.tobytes() == two[split].images.tobytes()
+    assert one[split].images.tobytes() != other[split].images.tobytes()
+  assert one["test"].images[:3].tobytes() == glyphs.render_class(
+      few[4][1], seed=7, index=4, instances=3).tobytes()
+
+
+def test_version_2_has_omniglots_ink_within_15_percent(classes):
+  picks = np.random.default_rng(0).choice(len(classes), 40, replace=False)
+  images = np.concatenate([glyphs.render_class(classes[i][1], seed=0, index=int(i))
+                           for i in picks]).astype(np.float32)
+  assert abs(images.mean() / OMNIGLOT_MEAN_PIXEL - 1) < 0.15
+  assert abs((images < 128).mean() / OMNIGLOT_INK - 1) < 0.15

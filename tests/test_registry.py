@@ -57,7 +57,8 @@ def test_rotations_quadruple_every_split(omniglot_dir):
 def test_glyphs_are_cached_under_their_seed(tmp_path, monkeypatch):
   calls = []
 
-  def tiny_build(seed):
+  def tiny_build(seed, version):
+    assert version == glyphs.VERSION
     calls.append(seed)
     return synthetic.prototype_splits(seed=seed)
 
@@ -162,7 +163,8 @@ def test_corrupt_cache_without_raw_data_names_the_file_and_the_rebuild_command(o
 def test_corrupt_glyph_cache_is_rendered_again(tmp_path, monkeypatch):
   calls = []
 
-  def tiny_build(seed):
+  def tiny_build(seed, version):
+    assert version == glyphs.VERSION
     calls.append(seed)
     return synthetic.prototype_splits(seed=seed)
 
@@ -185,3 +187,43 @@ def test_val_classes_moves_the_rest_of_meta_validation_to_meta_test(omniglot_dir
   assert loaded["val"].num_classes == 1
   with pytest.raises(data.EpisodeSpecError, match="load_splits.val_classes = 99"):
     registry.load_dataset("omniglot", data_dir=omniglot_dir, val_classes=99)
+
+
+def test_each_glyphs_version_has_its_own_cache_and_build(tmp_path, monkeypatch):
+  calls = []
+
+  def tiny_build(seed, version):
+    calls.append(version)
+    return synthetic.prototype_splits(seed=version)
+
+  monkeypatch.setattr(glyphs, "build", tiny_build)
+  v1 = data.load_dataset("glyphs", cache_dir=tmp_path / "c", glyphs_version=1)
+  v2 = data.load_dataset("glyphs", cache_dir=tmp_path / "c")
+  assert data.load_dataset("glyphs", cache_dir=tmp_path / "c", glyphs_version=1)[
+      "train"].images.tobytes() == v1["train"].images.tobytes()
+  assert calls == [1, 2]
+  assert v1["train"].images.tobytes() != v2["train"].images.tobytes()
+  assert sorted(p.name for p in (tmp_path / "c" / "glyphs").iterdir()) == ["v1-seed0",
+                                                                           "v2-seed0"]
+
+
+def test_the_corrupt_glyph_cache_command_rebuilds_the_same_version(tmp_path, monkeypatch):
+  monkeypatch.setattr(glyphs, "build", lambda seed, version: synthetic.prototype_splits())
+  data.load_dataset("glyphs", cache_dir=tmp_path / "c", glyphs_version=1)
+  (tmp_path / "c" / "glyphs" / "v1-seed0" / "val.npz").write_bytes(b"")
+
+  def missing(seed, version):
+    raise data.DatasetNotFoundError("no fonts")
+
+  monkeypatch.setattr(glyphs, "build", missing)
+  with pytest.raises(data.CorruptFileError) as info:
+    data.load_dataset("glyphs", cache_dir=tmp_path / "c", glyphs_version=1)
+  assert ["python", "tools/prepare_data.py", "--dataset=glyphs", "--seed=0",
+          "--glyphs_version=1", f"--cache_dir={tmp_path / 'c'}", "--refresh"] in (
+              test_prepare_data.check_suggested_commands(str(info.value)))
+
+
+@pytest.mark.parametrize("version", [3, "1", True])
+def test_a_bad_glyphs_version_names_the_binding_and_the_versions(version):
+  with pytest.raises(ValueError, match=r"load_splits\.glyphs_version = .*versions 1, 2"):
+    data.load_dataset("glyphs", glyphs_version=version)

@@ -77,6 +77,7 @@ def test_a_dataset_file_decides_every_dataset_setting_whatever_came_before():
   assert gin.query_parameter("load_splits.name") == "glyphs"
   assert gin.query_parameter("load_splits.rotations") is False
   assert gin.query_parameter("load_splits.omniglot_split") == "vinyals"
+  assert gin.query_parameter("load_splits.glyphs_version") == 2
   gin.clear_config()
   _parse(omniglot, ROOT / "gin_configs/datasets/mini_imagenet.gin")  # or the include
   assert gin.query_parameter("reptile_network.dataset") == "mini_imagenet"

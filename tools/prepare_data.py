@@ -1,6 +1,7 @@
 r"""Prepares a few-shot dataset into the cache, prints a summary and writes a contact sheet.
 
   python tools/prepare_data.py --dataset=glyphs
+  python tools/prepare_data.py --dataset=glyphs --glyphs_version=1   # the printed glyphs
   python tools/prepare_data.py --dataset=omniglot --data_dir=/path/with/images_background.zip
   python tools/prepare_data.py --dataset=fc100 --source=tfds --download
 """
@@ -14,6 +15,7 @@ from absl import flags
 from absl import logging
 
 from tf_metanas import data
+from tf_metanas.data import glyphs
 from tf_metanas.data import omniglot
 
 _DATASET = flags.DEFINE_enum("dataset", "glyphs", data.DATASETS, "Dataset to prepare.")
@@ -23,13 +25,17 @@ _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Cache root (default ~/.cach
 _TFDS_DIR = flags.DEFINE_string("tfds_dir", None, "TFDS data directory.")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Allow TFDS to download the dataset.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the glyph drawers.")
+_GLYPHS_VERSION = flags.DEFINE_enum(
+    "glyphs_version", str(glyphs.VERSION), [str(v) for v in glyphs.VERSIONS],
+    "glyphs: 2 draws handwritten strokes with Omniglot's ink; 1 the printed characters of "
+    "results measured before version 2.")
 _OMNIGLOT_SPLIT = flags.DEFINE_enum("omniglot_split", "vinyals",
                                     sorted(omniglot.SPLIT_SIZES) + ["lake"],
                                     "Omniglot class split.")
 _REFRESH = flags.DEFINE_bool("refresh", False, "Rebuild even if cached.")
 _SHEETS = flags.DEFINE_string("contact_sheets", None, "Folder of the contact sheets, one PNG "
                               "per split named after dataset, split and Omniglot class split "
-                              "(default: the cache root).")
+                              "or glyphs version (default: the cache root).")
 
 
 def main(argv):
@@ -42,7 +48,8 @@ def main(argv):
   for split, store in splits.items():
     logging.info("%s %-5s: %s", _DATASET.value, split, data.summarize(store))
   folder = pathlib.Path(_SHEETS.value or data.cache_root(_CACHE_DIR.value))
-  variant = f"_{_OMNIGLOT_SPLIT.value}" if _DATASET.value == "omniglot" else ""
+  variant = {"omniglot": f"_{_OMNIGLOT_SPLIT.value}",
+             "glyphs": f"_v{_GLYPHS_VERSION.value}"}.get(_DATASET.value, "")
   for split, store in splits.items():
     if store.num_classes:
       sheet = folder / f"{_DATASET.value}{variant}_{split}_contact_sheet.png"
@@ -53,7 +60,8 @@ def _load():
   return data.load_dataset(
       _DATASET.value, data_dir=_DATA_DIR.value, source=_SOURCE.value,
       cache_dir=_CACHE_DIR.value, download=_DOWNLOAD.value, tfds_dir=_TFDS_DIR.value,
-      seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value)
+      seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value,
+      glyphs_version=int(_GLYPHS_VERSION.value))
 
 
 if __name__ == "__main__":

@@ -78,10 +78,10 @@ def _read(name, source, data_dir, tfds_dir, download, omniglot_split):
       raise errors.DatasetNotFoundError(f"{files_error}\nTFDS: {tfds_error}") from None
 
 
-def _build(name, source, data_dir, tfds_dir, download, omniglot_split, seed):
+def _build(name, source, data_dir, tfds_dir, download, omniglot_split, seed, glyphs_version):
   """The splits built from the raw data (rendered, for glyphs)."""
   if name == "glyphs":
-    return glyphs.build(seed)
+    return glyphs.build(seed, version=glyphs_version)
   return _read(name, source, data_dir, tfds_dir, download, omniglot_split)
 
 
@@ -105,11 +105,12 @@ def _load_cache(directory, refresh):
 
 
 def _rebuild_command(name, data_dir, source, cache_dir, download, tfds_dir, seed,
-                     omniglot_split):
+                     omniglot_split, glyphs_version):
   """The tools/prepare_data.py command that rewrites this variant's cache."""
   cache_root = cache.cache_root(cache_dir)
   if name == "glyphs":
-    return hints.prepare_command(name, seed=seed, cache_dir=cache_root, refresh=True)
+    return hints.prepare_command(name, seed=seed, glyphs_version=glyphs_version,
+                                 cache_dir=cache_root, refresh=True)
   return hints.prepare_command(
       name, data_dir=data_dir, source=source, tfds_dir=tfds_dir, download=download,
       omniglot_split=omniglot_split if name == "omniglot" else None, cache_dir=cache_root,
@@ -140,7 +141,7 @@ def move_val_classes(splits, keep):
 
 def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=False,
                  tfds_dir=None, seed=0, omniglot_split="vinyals", rotations=False,
-                 refresh=False, val_classes=None):
+                 refresh=False, val_classes=None, glyphs_version=glyphs.VERSION):
   """Loads the meta-train / meta-val / meta-test class splits of a dataset.
 
   The first call reads the source and writes `<cache>/<name>/<variant>/{train,val,test}.npz`;
@@ -167,6 +168,9 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
     val_classes: keep only the first this many meta-validation classes (in class-name
       order) and move the others to meta-test (BASE's mini-ImageNet split of 64 / 12 / 24
       classes: `val_classes = 12` on the standard 64 / 16 / 20); None: the split as built.
+    glyphs_version: which glyphs to draw, one of `glyphs.VERSIONS`: 2 (the default,
+      handwritten strokes with Omniglot's ink) or 1 (the printed characters of earlier
+      results); each version has its own cache.
 
   Returns:
     A dict "train" / "val" / "test" -> ImageStore with disjoint classes.
@@ -184,9 +188,10 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
                      f"{ROTATIONS}")
   if source not in SOURCES:
     raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+  glyphs.check_version(glyphs_version)
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir(name)
   if name == "glyphs":
-    variant = f"v{glyphs.VERSION}-seed{seed}"
+    variant = f"v{glyphs_version}-seed{seed}"
   else:
     variant = f"{omniglot_split}-" if name == "omniglot" else ""
     tfds_key = str(tfds_dir) if tfds_dir else None  # a str and a Path: the same cache
@@ -196,12 +201,13 @@ def load_dataset(name, data_dir=None, source="auto", cache_dir=None, download=Fa
   if splits is None:
     logging.info("Preparing %s into %s", name, directory)
     try:
-      splits = _build(name, source, data_dir, tfds_dir, download, omniglot_split, seed)
+      splits = _build(name, source, data_dir, tfds_dir, download, omniglot_split, seed,
+                      glyphs_version)
     except errors.DataError as e:
       if corrupt is None:
         raise
       command = _rebuild_command(name, data_dir, source, cache_dir, download, tfds_dir, seed,
-                                 omniglot_split)
+                                 omniglot_split, glyphs_version)
       raise _unrebuildable(corrupt, command, e) from e
     store_lib.check_disjoint(splits)
     store_lib.save_splits(splits, directory)
