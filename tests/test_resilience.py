@@ -21,6 +21,7 @@ import tensorflow as tf
 from tf_metanas import configurables
 from tf_metanas.data import synthetic
 from tf_metanas.train import checkpoints
+from tf_metanas.train import config_diff
 from tf_metanas.train import divergence
 from tf_metanas.train import lock
 from tf_metanas.train import runner as runner_lib
@@ -224,3 +225,18 @@ def test_a_resume_whose_newest_checkpoint_lost_its_index_still_compares_configs(
   assert (tmp_path / "operative_config.gin").read_bytes() == stored
   runner = _runner(tmp_path, "Runner.num_iterations = 3")
   assert runner.restore() == 2  # NotFound: the one before it
+
+
+def test_a_glyphs_run_stored_before_glyphs_v2_resumes_and_evaluates_as_v1():
+  """A stored config without load_splits.glyphs_version predates glyphs v2: its run drew
+  glyphs v1, so a resume under today's default (2) is a change (refused), and
+  tools/evaluate.py binds version 1 from `predating_bindings`."""
+  stored = "load_splits.name = 'glyphs'\nload_splits.seed = 0\n"
+  now = stored + "load_splits.glyphs_version = 2\n"
+  changes = config_diff.diff(stored, now)
+  assert [str(c) for c in changes] == ["load_splits.glyphs_version: 1 -> 2"]
+  assert not changes[0].safe
+  assert config_diff.predating_bindings(stored) == ["load_splits.glyphs_version = 1"]
+  assert config_diff.diff(now, now) == [] and config_diff.predating_bindings(now) == []
+  omniglot = "load_splits.name = 'omniglot'\n"  # the setting means nothing there
+  assert config_diff.diff(omniglot, omniglot + "load_splits.glyphs_version = 2\n") == []

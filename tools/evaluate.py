@@ -55,14 +55,18 @@ def main(argv):
   # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
   quiet.load_tensorflow()
   from tf_metanas import configurables
+  from tf_metanas.train import config_diff
   from tf_metanas.train import from_scratch
   from tf_metanas.train import runner as runner_lib
   del argv
   config = pathlib.Path(_MODEL_DIR.value) / "operative_config.gin"
   if not config.exists():
     raise app.UsageError(f"{config} not found: --model_dir must be a tools/train.py run")
+  predating = config_diff.predating_bindings(config.read_text())
+  for binding in predating:
+    logging.info("%s predates this binding; the value its run had: %s", config, binding)
   try:
-    configurables.parse([str(config)], _GIN_PARAMS.value)
+    configurables.parse([str(config)], predating + _GIN_PARAMS.value)
   except ValueError as e:
     raise app.UsageError(str(e))
   strategy = cli.strategy_from_flags()

@@ -58,6 +58,18 @@ def _is_safe(key, new, stored):
   return all(_is_safe_binding(k) for k in readers)
 
 
+def predating_bindings(config):
+  """The bindings a stored operative config held implicitly because it predates them, as
+  gin binding strings: a glyphs run stored before glyphs v2 (its config has no
+  `load_splits.glyphs_version`) was drawn from glyphs v1. Evaluating or resuming it reads
+  them with its config, so it never silently meets the new default's data."""
+  stored = bindings(config)
+  if (stored.get("load_splits.name") == "'glyphs'" and
+      "load_splits.glyphs_version" not in stored):
+    return ["load_splits.glyphs_version = 1"]
+  return []
+
+
 def diff(stored_config, new_config):
   """[Change] from the stored operative config to the new one, sorted by binding.
 
@@ -66,6 +78,7 @@ def diff(stored_config, new_config):
   there"; what calls another configurable shows as a change of the binding that names it
   (`Runner.network = @Conv4` -> `@SearchNetwork`).
   """
-  stored, new = bindings(stored_config), bindings(new_config)
+  stored = bindings("\n".join([stored_config] + predating_bindings(stored_config)))
+  new = bindings(new_config)
   return [Change(key, stored[key], new[key], _is_safe(key, new, stored))
           for key in sorted(set(stored) & set(new)) if stored[key] != new[key]]
