@@ -52,9 +52,15 @@ def test_flags_the_readme_gives_tools_train_exist():
 @pytest.mark.parametrize("binary, flags", [
     ("train", {"gin_file", "model_dir", "strategy", "cpu_devices", "deterministic", "dataset"}),
     ("evaluate", {"model_dir", "gin_param", "decoded", "strategy", "devices"}),
-    ("search", {"gin_file", "search_dir", "executor", "workers", "scheduler"})])
+    ("search", {"gin_file", "search_dir", "executor", "workers", "scheduler"}),
+    ("prepare_data", {"dataset", "glyphs_version", "omniglot_split", "contact_sheets"})])
 def test_help_answers_without_loading_tensorflow(binary, flags):
-  """Issue 19.4: --help is complete and fast: TensorFlow loads after flag parsing."""
+  """Issue 19.4: --help is complete and fast: TensorFlow loads after flag parsing (the
+  flags' choices come from tf_metanas.choices, which the library modules use too)."""
+  from tf_metanas import choices  # pylint: disable=g-import-not-at-top
+  from tf_metanas.data import glyphs, omniglot  # pylint: disable=g-import-not-at-top
+  assert set(choices.OMNIGLOT_SPLITS) == set(omniglot.SPLIT_SIZES) | {"lake"}
+  assert choices.GLYPHS_VERSIONS == glyphs.VERSIONS
   shown = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "tools" / f"{binary}.py"),
                           "--help"], capture_output=True, text=True, timeout=60, check=False)
   imported = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines()

@@ -4,3 +4,6 @@ import them from here)."""
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 DATASETS = ("glyphs", "omniglot", "mini_imagenet", "fc100")
+GLYPHS_VERSIONS = (1, 2)
+GLYPHS_VERSION = 2  # the default
+OMNIGLOT_SPLITS = ("lake", "maml", "reptile", "vinyals")

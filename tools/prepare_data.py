@@ -6,7 +6,7 @@ r"""Prepares a few-shot dataset into the cache, prints a summary and writes a co
   python tools/prepare_data.py --dataset=fc100 --source=tfds --download
 """
 
-from tf_metanas import quiet  # pylint: disable=unused-import  (drops log noise)
+# TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
 import pathlib
 
@@ -14,11 +14,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from tf_metanas import data
-from tf_metanas.data import glyphs
-from tf_metanas.data import omniglot
+from tf_metanas import choices
+from tf_metanas import quiet
 
-_DATASET = flags.DEFINE_enum("dataset", "glyphs", data.DATASETS, "Dataset to prepare.")
+_DATASET = flags.DEFINE_enum("dataset", "glyphs", choices.DATASETS, "Dataset to prepare.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the raw files.")
 _SOURCE = flags.DEFINE_enum("source", "auto", ["auto", "files", "tfds"], "Where to read from.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Cache root (default ~/.cache/tf_metanas).")
@@ -26,11 +25,11 @@ _TFDS_DIR = flags.DEFINE_string("tfds_dir", None, "TFDS data directory.")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Allow TFDS to download the dataset.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the glyph drawers.")
 _GLYPHS_VERSION = flags.DEFINE_enum(
-    "glyphs_version", str(glyphs.VERSION), [str(v) for v in glyphs.VERSIONS],
+    "glyphs_version", str(choices.GLYPHS_VERSION), [str(v) for v in choices.GLYPHS_VERSIONS],
     "glyphs: 2 draws handwritten strokes with Omniglot's ink; 1 the printed characters of "
     "results measured before version 2.")
 _OMNIGLOT_SPLIT = flags.DEFINE_enum("omniglot_split", "vinyals",
-                                    sorted(omniglot.SPLIT_SIZES) + ["lake"],
+                                    choices.OMNIGLOT_SPLITS,
                                     "Omniglot class split.")
 _REFRESH = flags.DEFINE_bool("refresh", False, "Rebuild even if cached.")
 _SHEETS = flags.DEFINE_string("contact_sheets", None, "Folder of the contact sheets, one PNG "
@@ -40,8 +39,14 @@ _SHEETS = flags.DEFINE_string("contact_sheets", None, "Folder of the contact she
 
 def main(argv):
   del argv
+  quiet.load_tensorflow()
+  from tf_metanas import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
   try:
-    splits = _load()
+    splits = data.load_dataset(
+        _DATASET.value, data_dir=_DATA_DIR.value, source=_SOURCE.value,
+        cache_dir=_CACHE_DIR.value, download=_DOWNLOAD.value, tfds_dir=_TFDS_DIR.value,
+        seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value,
+        glyphs_version=int(_GLYPHS_VERSION.value))
   except data.DataError as e:
     logging.error("%s", e)
     raise SystemExit(1) from None
@@ -54,14 +59,6 @@ def main(argv):
     if store.num_classes:
       sheet = folder / f"{_DATASET.value}{variant}_{split}_contact_sheet.png"
       logging.info("Contact sheet of %s classes: %s", split, data.contact_sheet(store, sheet))
-
-
-def _load():
-  return data.load_dataset(
-      _DATASET.value, data_dir=_DATA_DIR.value, source=_SOURCE.value,
-      cache_dir=_CACHE_DIR.value, download=_DOWNLOAD.value, tfds_dir=_TFDS_DIR.value,
-      seed=_SEED.value, omniglot_split=_OMNIGLOT_SPLIT.value, refresh=_REFRESH.value,
-      glyphs_version=int(_GLYPHS_VERSION.value))
 
 
 if __name__ == "__main__":

@@ -31,11 +31,11 @@ from absl import logging
 from matplotlib import ft2font
 from PIL import Image, ImageDraw, ImageFont
 
+from tf_metanas import choices
 from tf_metanas.data import handwriting
 from tf_metanas.data import store as store_lib
 
-VERSIONS = (1, 2)
-VERSION = 2  # the default
+VERSIONS, VERSION = choices.GLYPHS_VERSIONS, choices.GLYPHS_VERSION  # VERSION: the default
 IMAGE_SIZE = 28
 INSTANCES_PER_CLASS = 20
 

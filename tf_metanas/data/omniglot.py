@@ -36,7 +36,7 @@ from tf_metanas.data import store as store_lib
 
 IMAGE_SIZE = 28
 SPLIT_SIZES = {"vinyals": (1028, 172, 423), "maml": (1100, 100, 423),
-               "reptile": (1200, 0, 423)}
+               "reptile": (1200, 0, 423)}  # with "lake": choices.OMNIGLOT_SPLITS
 SUBSETS = ("background", "evaluation")
 _SOURCE_RE = re.compile(r"^images_(background|evaluation)(_small\d+)?(\.zip)?$")
 _MEMBER_RE = re.compile(r"^(?:[^/]+/)?([^/]+)/(character\d+)/([^/]+\.png)$")
