@@ -172,6 +172,9 @@ def test_summary_lists_each_node_on_one_line():
                                 "  reduce [0: conv_3x3(1) | 1: avg_pool_3x3(0)]")
   assert genotype.compact() == "normal: c3(0) id(2)+mp3(1)  reduce: c3(1) ap3(0)"
   assert Genotype([[]], [[("sep_conv_7x7", 0)]]).compact() == "normal: -  reduce: sep7(0)"
+  assert genotype.compact_table().splitlines() == [
+      "| node | normal | reduce |", "|---|---|---|", "| 0 | `c3(0)` | `c3(1)` |",
+      "| 1 | `id(2)+mp3(1)` | `ap3(0)` |"]
   assert set(genotype_lib.SHORT_NAMES) == set(ops_lib.OP_NAMES)  # every op has a short name
 
 

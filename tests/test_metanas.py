@@ -590,11 +590,10 @@ def test_evaluation_reports_task_architectures_and_writes_heatmaps(tmp_path):
               "Architecture/most_common_pairwise/genotype", "Architecture/pairwise_genotypes",
               "Architecture/tau_alpha_end"):
     assert tag in images
-  # each genotype also as text: its compact form, a line per cell (no JSON walls)
+  # each genotype also as text: its compact form, a row per node (no JSON walls)
   pairwise = Genotype.from_dict(results["genotypes"][0]["genotype"])
   text = tf.make_ndarray(images["Architecture/most_common_pairwise/genotype_compact"][1].tensor)
-  normal, reduce = pairwise.compact().split("  ")
-  assert text.item().decode() == f"`{normal}`\n\n`{reduce}`"
+  assert text.item().decode() == pairwise.compact_table()
 
 
 def test_heatmap_axes_name_edges_ops_and_combinations():

@@ -47,6 +47,11 @@ class JsonValue:
     return cls.from_dict(json.loads(text))
 
 
+def _compact_node(node):
+  """`op(input)+op(input)` with short op names, `-` for a node without ops."""
+  return "+".join(f"{SHORT_NAMES.get(op, op)}({i})" for op, i in node) or "-"
+
+
 @dataclasses.dataclass(frozen=True)
 class Genotype(JsonValue):
   """normal, reduce: for each intermediate node, a tuple of (op name, input index) pairs."""
@@ -76,9 +81,16 @@ class Genotype(JsonValue):
     (`SHORT_NAMES`: sep3 = sep_conv_3x3, id = skip_connect, ...), nodes separated by spaces,
     `-` for a node without ops: `normal: sep3(0)+id(1) mp3(2)  reduce: ...`."""
     def cell(nodes):
-      return " ".join("+".join(f"{SHORT_NAMES.get(op, op)}({i})" for op, i in node) or "-"
-                      for node in nodes)
+      return " ".join(_compact_node(node) for node in nodes)
     return f"normal: {cell(self.normal)}  reduce: {cell(self.reduce)}"
+
+  def compact_table(self):
+    """A markdown table of the compact form, one row per node, normal and reduction cell
+    side by side (readable where a node keeps many ops)."""
+    rows = ["| node | normal | reduce |", "|---|---|---|"]
+    rows += [f"| {j} | `{_compact_node(n)}` | `{_compact_node(r)}` |"
+             for j, (n, r) in enumerate(zip(self.normal, self.reduce))]
+    return "\n".join(rows)
 
   def to_dict(self):
     return {"format_version": FORMAT_VERSION,

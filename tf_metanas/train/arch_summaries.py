@@ -42,12 +42,10 @@ def write_architecture(name, model, arch, tau_alpha, tau_beta, step):
 
 
 def write_genotype(name, genotype, step):
-  """A picture of both cells of `genotype` and its compact form as text, one line per cell
+  """A picture of both cells of `genotype` and its compact form as a table, one row per node
   (the JSON a program reads is in results.json)."""
   write_image(f"Architecture/{name}", visualize.plot_genotype(genotype, title=name), step)
-  normal, reduce = genotype.compact().split("  reduce: ")
-  tf.summary.text(f"Architecture/{name}_compact", f"`{normal}`\n\n`reduce: {reduce}`",
-                  step=step)
+  tf.summary.text(f"Architecture/{name}_compact", genotype.compact_table(), step=step)
 
 
 def genotype_table(entries, num_tasks):
