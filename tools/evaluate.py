@@ -18,8 +18,6 @@ of the kept ops instead (CAML Table 3; model_dir/from_kept_weights.json):
 """
 # TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
-from tf_metanas import quiet
-
 import pathlib
 import sys
 
@@ -27,7 +25,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tf_metanas import quiet
 from tf_metanas.train import cli
+from tf_metanas.train import config_diff
 
 flags.adopt_module_key_flags(cli)  # --help lists the distribution flags too
 _GIN_PARAMS = flags.DEFINE_multi_string("gin_param", [], "Bindings over the run's config.")
@@ -55,7 +55,6 @@ def main(argv):
   # pylint: disable=g-import-not-at-top  (TensorFlow: after the flags, see above)
   quiet.load_tensorflow()
   from tf_metanas import configurables
-  from tf_metanas.train import config_diff
   from tf_metanas.train import from_scratch
   from tf_metanas.train import runner as runner_lib
   del argv

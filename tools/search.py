@@ -12,8 +12,6 @@ resumes where it stopped when run again with the same flags.
 """
 # TensorFlow loads in main(), after the flags are parsed: --help answers at once.
 
-from tf_metanas import quiet
-
 import sys
 
 from absl import app
@@ -21,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from tf_metanas import jobs
+from tf_metanas import quiet
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order; every "
                                        "candidate runs with the same files.")
