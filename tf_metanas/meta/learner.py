@@ -430,7 +430,7 @@ class MetaLearner:
           if name in learned else float(group.learning_rate))
     if self.warmup_iterations:
       scalars["warmup"] = float(self.in_warmup())
-    scalars["parameters"] = float(sum(np.prod(v.shape) for v in self.model.weight_variables))
+    scalars["parameters"] = float(self.weight_count())
     if hasattr(self.model, "categoricals"):
       scalars["architecture_entropy"] = float(mixture_lib.mean_entropy(
           [keras.ops.convert_to_tensor(c) for c in self.model.categoricals()]))
@@ -729,11 +729,14 @@ class MetaLearner:
     del outputs, step
     return {}
 
+  def weight_count(self):
+    """The number of the model's weights (its weight variables' entries)."""
+    return int(sum(np.prod(v.shape) for v in self.model.weight_variables))
+
   def task_parameter_counts(self, outputs):
     """The parameter count each evaluated task predicts with (numpy outputs of an
     evaluation): the model's weights, the same for every task here."""
-    count = int(sum(np.prod(v.shape) for v in self.model.weight_variables))
-    return [count] * len(outputs["accuracy"])
+    return [self.weight_count()] * len(outputs["accuracy"])
 
   def method_name(self):
     """The method's name in results.json: the algorithm, "++" with MAML++ options."""

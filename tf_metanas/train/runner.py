@@ -294,7 +294,7 @@ class Runner:
 
   @property
   def parameter_count(self):
-    return int(sum(np.prod(v.shape) for v in self.model.weight_variables))
+    return self.learner.weight_count()
 
   def _config_changes(self, force_resume):
     """The changes from the stored operative config to this one when resuming: raises
