@@ -71,7 +71,7 @@ def train_bindings(source, iterations, source_tasks, omniglot_dir):
   if source in _TRAIN_ROTATIONS:
     settings = {**settings, "rotations": _TRAIN_ROTATIONS[source]}
   return data + _bindings(**settings) + [
-      f"ITERATIONS = {iterations}", f"Runner.num_iterations = {iterations}",
+      f"ITERATIONS = {iterations}",
       "Runner.eval_every = 0", f"Runner.checkpoint_every = {max(1, iterations // 4)}",
       f"Runner.test_tasks = {source_tasks}"]
 
@@ -181,7 +181,7 @@ def measure(out_dir, omniglot_dir, sources=tuple(SOURCES), ways=(20, 5), iterati
   report = {"budget": budget, "machine": _machine(), "omniglot_dir": str(omniglot_dir),
             "omniglot_ink": ink_statistics(omniglot), "rows": {}}
   for source in sources:
-    splits = _source_splits(source, omniglot_dir)
+    splits = omniglot if source == "omniglot" else _source_splits(source, omniglot_dir)
     row = {"ink": ink_statistics(splits)}
     if source != "omniglot":
       sheet = pathlib.Path(out_dir) / f"{source}_beside_omniglot.png"
